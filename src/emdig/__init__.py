@@ -9,4 +9,13 @@ from .micrograph import Acquisition, Micrograph, Source
 
 __version__ = "0.1.0"
 
-__all__ = ["Acquisition", "EmdigError", "Limits", "Micrograph", "Source", "__version__", "read", "sniff"]
+__all__ = [
+    "Acquisition",
+    "EmdigError",
+    "Limits",
+    "Micrograph",
+    "Source",
+    "__version__",
+    "read",
+    "sniff",
+]

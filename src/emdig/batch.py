@@ -121,7 +121,7 @@ def _death_message(exitcode: int | None) -> str:
     return f"worker process exited unexpectedly with code {exitcode}"
 
 
-def _context() -> mp.context.BaseContext:
+def _context() -> Any:
     # forkserver: workers start clean even when the parent runs threads (progress bars, dask)
     return mp.get_context("forkserver")
 
@@ -142,11 +142,22 @@ def run_isolated(job: Job, payload: Any, *, key: str = "", limits: Limits | None
                 return Outcome(key, status, value, code, message, secs)
             except EOFError:
                 proc.join(5)
-                return Outcome(key, "crashed", None, "crashed", _death_message(proc.exitcode),
-                               time.perf_counter() - t0)  # fmt: skip
-        return Outcome(key, "timeout", None, "timeout",
-                       f"gave no result within the {lim.seconds:g} s time limit",
-                       time.perf_counter() - t0)  # fmt: skip
+                return Outcome(
+                    key,
+                    "crashed",
+                    None,
+                    "crashed",
+                    _death_message(proc.exitcode),
+                    time.perf_counter() - t0,
+                )
+        return Outcome(
+            key,
+            "timeout",
+            None,
+            "timeout",
+            f"gave no result within the {lim.seconds:g} s time limit",
+            time.perf_counter() - t0,
+        )
     finally:
         if proc.is_alive():
             proc.kill()
@@ -156,9 +167,9 @@ def run_isolated(job: Job, payload: Any, *, key: str = "", limits: Limits | None
 
 # ---------------------------------------------------------------------- local pool
 class _Worker:
-    def __init__(self, ctx: mp.context.BaseContext, job: Job, limits: Limits) -> None:
+    def __init__(self, ctx: Any, job: Job, limits: Limits) -> None:
         self.conn, child = ctx.Pipe()
-        self.proc = ctx.Process(target=_worker_main, args=(child, job, limits), daemon=True)  # type: ignore[attr-defined]
+        self.proc = ctx.Process(target=_worker_main, args=(child, job, limits), daemon=True)
         self.proc.start()
         child.close()
         self.task: Task | None = None
@@ -225,9 +236,14 @@ def _run_local(
                         key, status, value, code, message, secs = w.conn.recv()
                     except (EOFError, OSError):
                         w.proc.join(5)
-                        outcome = Outcome(task.key, "crashed", None, "crashed",
-                                          _death_message(w.proc.exitcode),
-                                          time.perf_counter() - w.started)  # fmt: skip
+                        outcome = Outcome(
+                            task.key,
+                            "crashed",
+                            None,
+                            "crashed",
+                            _death_message(w.proc.exitcode),
+                            time.perf_counter() - w.started,
+                        )
                         w.stop(kill=True)
                         pool[i] = _Worker(ctx, job, limits)
                         on_outcome(outcome)
@@ -238,9 +254,16 @@ def _run_local(
                 elif time.perf_counter() - w.started >= limits.seconds:
                     w.stop(kill=True)
                     pool[i] = _Worker(ctx, job, limits)
-                    on_outcome(Outcome(task.key, "timeout", None, "timeout",
-                                       f"gave no result within the {limits.seconds:g} s time limit",
-                                       time.perf_counter() - w.started))  # fmt: skip
+                    on_outcome(
+                        Outcome(
+                            task.key,
+                            "timeout",
+                            None,
+                            "timeout",
+                            f"gave no result within the {limits.seconds:g} s time limit",
+                            time.perf_counter() - w.started,
+                        )
+                    )
     finally:
         for w in pool:
             w.stop(kill=w.task is not None)
@@ -271,8 +294,17 @@ def _run_dask(
             t = next(tasks, None)
             if t is None:
                 return False
-            ac.add(client.submit(_dask_task, job, t.payload, t.key, limits, pure=False,
-                                 key=f"emdig-{t.key[:40]}-{time.monotonic_ns()}"))  # fmt: skip
+            ac.add(
+                client.submit(
+                    _dask_task,
+                    job,
+                    t.payload,
+                    t.key,
+                    limits,
+                    pure=False,
+                    key=f"emdig-{t.key[:40]}-{time.monotonic_ns()}",
+                )
+            )
             return True
 
         while in_flight < window and submit_next():

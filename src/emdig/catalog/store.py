@@ -27,10 +27,18 @@ __all__ = [
 ]
 
 _NUMERIC_FIELDS = {
-    "voltage_kv", "magnification", "camera_length_mm", "convergence_mrad",
-    "collection_inner_mrad", "collection_outer_mrad", "dwell_us", "beam_current_pa",
-    "tilt_alpha_deg", "tilt_beta_deg", "scan_rotation_deg",
-}  # fmt: skip
+    "voltage_kv",
+    "magnification",
+    "camera_length_mm",
+    "convergence_mrad",
+    "collection_inner_mrad",
+    "collection_outer_mrad",
+    "dwell_us",
+    "beam_current_pa",
+    "tilt_alpha_deg",
+    "tilt_beta_deg",
+    "scan_rotation_deg",
+}
 
 # Every migration is a script; the schema version is its 1-based position (PRAGMA user_version).
 MIGRATIONS: tuple[str, ...] = (
@@ -75,7 +83,9 @@ MIGRATIONS: tuple[str, ...] = (
         width INTEGER NOT NULL,
         dtype TEXT NOT NULL,
         pixel_size_nm REAL,
-        {", ".join(f"{f} {'REAL' if f in _NUMERIC_FIELDS else 'TEXT'}" for f in ACQUISITION_FIELDS)},
+        {
+        ", ".join(f"{f} {'REAL' if f in _NUMERIC_FIELDS else 'TEXT'}" for f in ACQUISITION_FIELDS)
+    },
         px_min REAL, px_max REAL, px_mean REAL, px_std REAL,
         raw_metadata TEXT NOT NULL,
         source TEXT NOT NULL,
@@ -188,7 +198,7 @@ class Catalog:
     Examples
     --------
     >>> cat = Catalog("emdig.db")  # doctest: +SKIP
-    >>> cat.list(where="voltage_kv >= 200 and detector = 'HAADF'")  # doctest: +SKIP
+    >>> cat.select(where="voltage_kv >= 200 and detector = 'HAADF'")  # doctest: +SKIP
     """
 
     def __init__(self, path: str | Path | None = None, *, create: bool = True) -> None:
@@ -295,7 +305,9 @@ class Catalog:
                 (status, _now(), json.dumps(counts), run_id),
             )
 
-    def record_items(self, run_id: int, rows: Sequence[tuple[str, str, str | None, str | None, float]]) -> None:
+    def record_items(
+        self, run_id: int, rows: Sequence[tuple[str, str, str | None, str | None, float]]
+    ) -> None:
         """Per-item outcomes: ``(key, status, error_code, message, seconds)``."""
         now = _now()
         self.conn.executemany(
@@ -342,9 +354,19 @@ class Catalog:
         cur = self.conn.execute(
             "INSERT INTO files(sha256, size_bytes, path, format, status, error_code, error_message,"
             " n_images, added_at, run_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (rec.sha256, rec.size_bytes, rec.path, rec.format, rec.status, rec.error_code,
-             rec.error_message, len(rec.images), _now(), run_id),
-        )  # fmt: skip
+            (
+                rec.sha256,
+                rec.size_bytes,
+                rec.path,
+                rec.format,
+                rec.status,
+                rec.error_code,
+                rec.error_message,
+                len(rec.images),
+                _now(),
+                run_id,
+            ),
+        )
         file_id = int(cur.lastrowid or 0)
         self._remember_path(file_id, rec)
         cols = ", ".join(ACQUISITION_FIELDS)
@@ -352,20 +374,40 @@ class Catalog:
         for im in rec.images:
             acq = [im.acquisition.get(f) for f in ACQUISITION_FIELDS]
             cur = self.conn.execute(
-                f"INSERT INTO micrographs(file_id, idx, signal, height, width, dtype, pixel_size_nm,"
-                f" {cols}, px_min, px_max, px_mean, px_std, raw_metadata, source)"
+                "INSERT INTO micrographs(file_id, idx, signal, height, width, dtype,"
+                f" pixel_size_nm, {cols}, px_min, px_max, px_mean, px_std, raw_metadata, source)"
                 f" VALUES (?, ?, ?, ?, ?, ?, ?, {marks}, ?, ?, ?, ?, ?, ?)",
-                (file_id, im.index, im.signal, im.height, im.width, im.dtype, im.pixel_size_nm,
-                 *acq, im.stats.get("min"), im.stats.get("max"), im.stats.get("mean"),
-                 im.stats.get("std"), im.raw_metadata_json, json.dumps(im.source)),
-            )  # fmt: skip
+                (
+                    file_id,
+                    im.index,
+                    im.signal,
+                    im.height,
+                    im.width,
+                    im.dtype,
+                    im.pixel_size_nm,
+                    *acq,
+                    im.stats.get("min"),
+                    im.stats.get("max"),
+                    im.stats.get("mean"),
+                    im.stats.get("std"),
+                    im.raw_metadata_json,
+                    json.dumps(im.source),
+                ),
+            )
             mid = int(cur.lastrowid or 0)
             self.conn.execute(
                 "INSERT INTO micrographs_fts(rowid, path, format, signal, mode, detector,"
                 " instrument) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (mid, rec.path, rec.format, im.signal, im.acquisition.get("mode"),
-                 im.acquisition.get("detector"), im.acquisition.get("instrument")),
-            )  # fmt: skip
+                (
+                    mid,
+                    rec.path,
+                    rec.format,
+                    im.signal,
+                    im.acquisition.get("mode"),
+                    im.acquisition.get("detector"),
+                    im.acquisition.get("instrument"),
+                ),
+            )
             if im.thumbnail_png:
                 self.conn.execute(
                     "INSERT INTO thumbnails(micrograph_id, width, height, png) VALUES (?, ?, ?, ?)",
@@ -384,11 +426,14 @@ class Catalog:
     def _filter(self, where: str | None, search: str | None) -> tuple[str, list[object]]:
         sql, params = compile_where(where or "", COLUMNS)
         if search:
-            sql = f"({sql}) AND m.id IN (SELECT rowid FROM micrographs_fts WHERE micrographs_fts MATCH ?)"
+            sql = (
+                f"({sql}) AND m.id IN "
+                "(SELECT rowid FROM micrographs_fts WHERE micrographs_fts MATCH ?)"
+            )
             params = [*params, fts_query(search)]
         return sql, params
 
-    def list(
+    def select(
         self,
         *,
         where: str | None = None,

@@ -23,6 +23,9 @@ log = logging.getLogger(__name__)
 
 # rsciio warns on import when numba is absent; that is a speed note, not a user problem
 logging.getLogger("rsciio").setLevel(logging.ERROR)
+# tifffile logs what it tolerates (odd ImageJ tags, circular IFDs) at WARNING; our pre-scan and
+# error mapping report what matters
+logging.getLogger("tifffile").setLevel(logging.ERROR)
 
 
 def file_sha256(path: str | Path, *, chunk: int = 1 << 20) -> str:
@@ -96,9 +99,7 @@ def read(
     if index is not None:
         chosen = [m for m in result if m.source.index == index]
         if not chosen:
-            raise EmdigError(
-                f"has {len(result)} image(s); index {index} does not exist", path=p
-            )
+            raise EmdigError(f"has {len(result)} image(s); index {index} does not exist", path=p)
         return chosen
     log.debug("%s: %s, %d image(s)", p, FORMAT_NAMES[fmt], len(result))
     return result

@@ -1,4 +1,4 @@
-"""Instrument formats: RosettaSciIO-backed readers, MRC through mrcfile, all through the tag tables."""
+"""Instrument formats: RosettaSciIO-backed readers and MRC through mrcfile, via the tag tables."""
 
 from __future__ import annotations
 
@@ -80,7 +80,9 @@ def to_json_safe(obj: Any, *, max_items: int = 64, depth: int = 0) -> Any:
     if depth > 64:
         return "<nested too deep>"
     if isinstance(obj, Mapping):
-        return {str(k): to_json_safe(v, max_items=max_items, depth=depth + 1) for k, v in obj.items()}
+        return {
+            str(k): to_json_safe(v, max_items=max_items, depth=depth + 1) for k, v in obj.items()
+        }
     if isinstance(obj, np.ndarray):
         if obj.size > max_items:
             return f"<array shape={list(obj.shape)} dtype={obj.dtype}>"
@@ -188,13 +190,21 @@ def _frames(
     if len(shape) == 2 and len(sig_axes) != 2:
         sig_axes = [0, 1]
     if len(sig_axes) != 2:
-        log.info("%s: skipping signal %r with shape %s: not a 2-D image (spectrum or profile)",
-                 path, title, shape)
+        log.info(
+            "%s: skipping signal %r with shape %s: not a 2-D image (spectrum or profile)",
+            path,
+            title,
+            shape,
+        )
         return
     nav = [i for i in range(len(shape)) if i not in sig_axes]
     if len(nav) > 1:
-        log.info("%s: skipping signal %r with shape %s: 4-D data (e.g. 4D-STEM) is not a "
-                 "micrograph", path, title, shape)
+        log.info(
+            "%s: skipping signal %r with shape %s: 4-D data (e.g. 4D-STEM) is not a micrograph",
+            path,
+            title,
+            shape,
+        )
         return
     dtype = getattr(data, "dtype", None)
     if dtype is not None and np.issubdtype(dtype, np.complexfloating):
@@ -239,7 +249,12 @@ def _map_parser_error(e: BaseException, path: Path, fmt: str) -> EmdigError:
             path=path,
         )
     msg = " ".join(str(e).split())[:200] or type(e).__name__
-    if re.search(r"truncat|end of file|EOF|not enough|too short|smaller than|beyond", msg, re.I):
+    if re.search(
+        r"truncat|end of file|EOF|not enough|too short|smaller than|beyond"
+        r"|failed to read \d+ bytes",
+        msg,
+        re.I,
+    ):
         return TruncatedFile(f"{name} data is cut short ({type(e).__name__}: {msg})", path=path)
     return CorruptFile(f"{name} parser failed: {type(e).__name__}: {msg}", path=path)
 
@@ -272,7 +287,8 @@ def _read_rsciio(path: Path, fmt: str) -> list[dict[str, Any]]:
         reader = importlib.import_module(f"rsciio.{module}").file_reader
     except ImportError as e:
         raise MissingDependency(
-            f"reading {FORMAT_NAMES[fmt]} needs rosettasciio: pip install 'rosettasciio[hdf5,tiff]'",
+            f"reading {FORMAT_NAMES[fmt]} needs rosettasciio: "
+            "pip install 'rosettasciio[hdf5,tiff]'",
             path=path,
         ) from e
     with _with_extension(path, ext) as p, np.errstate(all="ignore"):
@@ -280,7 +296,9 @@ def _read_rsciio(path: Path, fmt: str) -> list[dict[str, Any]]:
     return list(result)
 
 
-def _read_mrc(path: Path, limits: Limits) -> list[tuple[np.ndarray, float | None, dict[str, Any], Acquisition, int]]:
+def _read_mrc(
+    path: Path, limits: Limits
+) -> list[tuple[np.ndarray, float | None, dict[str, Any], Acquisition, int]]:
     try:
         import mrcfile
     except ImportError as e:
@@ -294,10 +312,11 @@ def _read_mrc(path: Path, limits: Limits) -> list[tuple[np.ndarray, float | None
         px = vx / 10.0 if vx > 0 and np.isfinite(vx) else None  # Å -> nm
         header = {name: to_json_safe(m.header[name]) for name in m.header.dtype.names}
         ext = None
-        try:
-            ext = m.indexed_extended_header
-        except Exception as e:  # malformed extended header: keep the image, drop its metadata
-            log.warning("%s: unreadable MRC extended header: %s", path, e)
+        if int(m.header.nsymbt) > 0:
+            try:
+                ext = m.indexed_extended_header
+            except Exception as e:  # malformed extended header: keep the image, drop its metadata
+                log.warning("%s: unreadable MRC extended header: %s", path, e)
         frames = data[None] if data.ndim == 2 else data
         if frames.ndim != 3:
             raise CorruptFile(f"MRC data has unsupported shape {data.shape}", path=path)
@@ -340,7 +359,10 @@ def read_instrument(
                 raw = dict(raw_base)
                 raw["emdig"] = {"signal": i, "frame": k, "frames": n, "title": title}
                 src = Source(
-                    path=str(path), sha256=sha256, format=fmt, index=index,
+                    path=str(path),
+                    sha256=sha256,
+                    format=fmt,
+                    index=index,
                     signal=None if title is None else str(title),
                 )
                 micrographs.append(Micrograph(pixels, _pixel_size_nm(x_axis), acq, raw, src))

@@ -281,7 +281,7 @@ def prescan_ser(path: Path, limits: Limits) -> None:
         head = fh.read(30)
         if len(head) < 30:
             raise TruncatedFile("SER file ends inside its header", path=path)
-        _, series_id, version, type_id, _, total, valid = struct.unpack("<HHHIIII", head[:22])
+        _, _series_id, version, type_id, _, total, valid = struct.unpack("<HHHIIII", head[:22])
         wide = version >= 0x220
         off_fmt, off_len = ("<Q", 8) if wide else ("<I", 4)
         array_offset = struct.unpack(off_fmt, head[22 : 22 + off_len])[0]
@@ -368,7 +368,9 @@ def prescan_hdf5(path: Path, limits: Limits) -> None:
             for name in group:
                 n += 1
                 if n > limits.max_tags:
-                    raise TooLarge(f"HDF5 file has more than {limits.max_tags:,} objects", path=path)
+                    raise TooLarge(
+                        f"HDF5 file has more than {limits.max_tags:,} objects", path=path
+                    )
                 link = group.get(name, getlink=True)
                 if isinstance(link, h5py.ExternalLink):
                     raise UnsupportedFormat(
@@ -381,7 +383,9 @@ def prescan_hdf5(path: Path, limits: Limits) -> None:
                 try:
                     obj = group[name]
                 except (KeyError, OSError) as e:
-                    raise CorruptFile(f"HDF5 object '{name}' is unreadable: {e}", path=path) from None
+                    raise CorruptFile(
+                        f"HDF5 object '{name}' is unreadable: {e}", path=path
+                    ) from None
                 if isinstance(obj, h5py.Group):
                     stack.append((obj, depth + 1))
                 elif isinstance(obj, h5py.Dataset) and obj.ndim >= 2:

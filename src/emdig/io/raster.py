@@ -35,16 +35,17 @@ def read_raster(
                 mode = im.mode
                 info = {k: v for k, v in im.info.items() if isinstance(v, str | int | float)}
                 if mode in ("RGB", "RGBA", "P", "PA", "LA", "CMYK", "YCbCr", "1"):
-                    im = im.convert("L")
-                elif mode.startswith("I;16"):
-                    im.load()
-                arr = np.array(im)
+                    arr = np.array(im.convert("L"))  # colour -> luminance
+                else:
+                    arr = np.array(im)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         raise TooLarge(f"decompression bomb refused: {e}", path=path) from None
     except OSError as e:
         msg = str(e)
         if "truncated" in msg.lower() or "broken data stream" in msg.lower():
-            raise TruncatedFile(f"{_PIL_FORMATS[fmt]} data is cut short ({msg})", path=path) from None
+            raise TruncatedFile(
+                f"{_PIL_FORMATS[fmt]} data is cut short ({msg})", path=path
+            ) from None
         raise CorruptFile(f"{_PIL_FORMATS[fmt]} cannot be decoded: {msg}", path=path) from None
     except (SyntaxError, ValueError, EOFError) as e:  # Pillow's parse errors
         raise CorruptFile(f"{_PIL_FORMATS[fmt]} cannot be decoded: {e}", path=path) from None

@@ -1,4 +1,4 @@
-"""Declarative tag tables: where each :class:`~emdig.micrograph.Acquisition` field lives, per format.
+"""Declarative tag tables: where each :class:`~emdig.micrograph.Acquisition` field lives.
 
 A table is a sequence of :class:`Tag` rows. For each field the rows are tried in order and the
 first one that yields a value wins, so a vendor's preferred tag comes first and fallbacks after.
@@ -203,8 +203,11 @@ _DETECTOR_RULES: tuple[tuple[str, str], ...] = (
     (r"(?<![A-Z])DF\d?(?![A-Z])|DARK[ _-]?FIELD", "DF"),
     (r"(?<![A-Z])BF(?![A-Z])|BRIGHT[ _-]?FIELD", "BF"),
     (r"(?<![A-Z])SE\d?(?![A-Z])|INLENS|IN-LENS|(?<![A-Z])ETD|(?<![A-Z])TLD|SECONDARY", "SE"),
-    (r"CETA|ULTRASCAN|ORIUS|CCD|CAMERA|(?<![A-Z])F\d{3}(?!\d)|ONEVIEW|(?<![A-Z])K[23](?!\d)"
-     r"|FALCON|GIF|RIO|METRO", "camera"),
+    (
+        r"CETA|ULTRASCAN|ORIUS|CCD|CAMERA|(?<![A-Z])F\d{3}(?!\d)|ONEVIEW|(?<![A-Z])K[23](?!\d)"
+        r"|FALCON|GIF|RIO|METRO",
+        "camera",
+    ),
 )
 
 
@@ -312,6 +315,28 @@ def vendor_datetime(v: Any) -> str | None:
     return None if dt is None else _iso(dt)
 
 
+def dm_datetime(v: Any) -> str | None:
+    """DM ``DataBar`` date / time in the PC's locale: ``8/8/2016``, ``27/08/2016``, ``27.08.2016``.
+
+    Dotted dates and a first field above 12 are day-first; otherwise month-first (US default).
+    """
+    from dateutil import parser
+
+    s = text(v)
+    if not s:
+        return None
+    date, _, time_part = s.partition(" / ")
+    fields = re.split(r"[/.\-]", date.strip())
+    if len(fields) != 3 or not all(f.isdigit() for f in fields):
+        return None
+    dayfirst = "." in date or int(fields[0]) > 12
+    try:
+        dt = parser.parse(f"{date} {time_part}".strip(), dayfirst=dayfirst)
+    except (ValueError, OverflowError):
+        return None
+    return _iso(dt)
+
+
 def ole_date(v: Any) -> str | None:
     """Days since 1899-12-30 (FEI2 'Timestamp') -> ISO 8601."""
     f = _num(v)
@@ -329,22 +354,30 @@ _JS = "ImageDescription."
 _TV = "TVIPS."
 _ACQ = ("@date", "@time", "@time_zone")
 
-_HYPERSPY: tuple[Tag, ...] = tuple(
-    row
-    for ins in ("TEM", "SEM")
-    for row in (
-        Tag("voltage_kv", f"@md.Acquisition_instrument.{ins}.beam_energy", positive),
-        Tag("magnification", f"@md.Acquisition_instrument.{ins}.magnification", positive),
-        Tag("camera_length_mm", f"@md.Acquisition_instrument.{ins}.camera_length", positive),
-        Tag("convergence_mrad", f"@md.Acquisition_instrument.{ins}.convergence_angle", positive),
-        Tag("dwell_us", f"@md.Acquisition_instrument.{ins}.dwell_time", s_to_us),
-        Tag("beam_current_pa", f"@md.Acquisition_instrument.{ins}.beam_current", na_to_pa),
-        Tag("tilt_alpha_deg", f"@md.Acquisition_instrument.{ins}.Stage.tilt_alpha", number),
-        Tag("tilt_beta_deg", f"@md.Acquisition_instrument.{ins}.Stage.tilt_beta", number),
-        Tag("instrument", f"@md.Acquisition_instrument.{ins}.microscope", text),
-        Tag("mode", f"@md.Acquisition_instrument.{ins}.acquisition_mode", mode_from_text),
-    )
-) + (Tag("mode", "@md.Acquisition_instrument.SEM.beam_energy", const("SEM")),) + (Tag("acquired_at", _ACQ, date_time),)
+_HYPERSPY: tuple[Tag, ...] = (
+    *(
+        row
+        for ins in ("TEM", "SEM")
+        for row in (
+            Tag("voltage_kv", f"@md.Acquisition_instrument.{ins}.beam_energy", positive),
+            Tag("magnification", f"@md.Acquisition_instrument.{ins}.magnification", positive),
+            Tag("camera_length_mm", f"@md.Acquisition_instrument.{ins}.camera_length", positive),
+            Tag(
+                "convergence_mrad", f"@md.Acquisition_instrument.{ins}.convergence_angle", positive
+            ),
+            Tag("dwell_us", f"@md.Acquisition_instrument.{ins}.dwell_time", s_to_us),
+            Tag("beam_current_pa", f"@md.Acquisition_instrument.{ins}.beam_current", na_to_pa),
+            Tag("tilt_alpha_deg", f"@md.Acquisition_instrument.{ins}.Stage.tilt_alpha", number),
+            Tag("tilt_beta_deg", f"@md.Acquisition_instrument.{ins}.Stage.tilt_beta", number),
+            Tag("instrument", f"@md.Acquisition_instrument.{ins}.microscope", text),
+            Tag("mode", f"@md.Acquisition_instrument.{ins}.acquisition_mode", mode_from_text),
+        )
+    ),
+    Tag("mode", "@md.Acquisition_instrument.SEM.beam_energy", const("SEM")),
+    Tag("detector", "@title", known_detector),
+    Tag("acquired_at", _ACQ, date_time),
+)
+
 
 def _dm_rows(p: str) -> tuple[Tag, ...]:
     """DM rows for one ImageTags prefix (stacks keep theirs under "source.Tags at creation")."""
@@ -394,6 +427,11 @@ def _dm_rows(p: str) -> tuple[Tag, ...]:
         Tag("scan_rotation_deg", p + "DigiScan.Rotation", number),
         Tag("instrument", p + "Session Info.Microscope", text),
         Tag("instrument", p + "Microscope Info.Name", text),
+        Tag(
+            "acquired_at",
+            (p + "DataBar.Acquisition Date", p + "DataBar.Acquisition Time"),
+            dm_datetime,
+        ),
         Tag("acquired_at", _ACQ, date_time),
     )
 
@@ -432,7 +470,12 @@ TABLES: dict[str, tuple[Tag, ...]] = {
         Tag("magnification", _TIA + "Magnification_x", positive),
         Tag("camera_length_mm", _TIA + "Camera length_m", m_to_mm),
         # TIA writes DwellTimePath for cameras too, where it is the exposure: STEM only.
-        Tag("dwell_us", "ObjectInfo.AcquireInfo.DwellTimePath", s_to_us, when=(_TIA + "Mode", "STEM")),
+        Tag(
+            "dwell_us",
+            "ObjectInfo.AcquireInfo.DwellTimePath",
+            s_to_us,
+            when=(_TIA + "Mode", "STEM"),
+        ),
         Tag("tilt_alpha_deg", _TIA + "Stage A_deg", number),
         Tag("tilt_beta_deg", _TIA + "Stage B_deg", number),
         Tag("scan_rotation_deg", _TIA + "Stem rotation_deg", number, when=(_TIA + "Mode", "STEM")),
@@ -525,7 +568,12 @@ TABLES: dict[str, tuple[Tag, ...]] = {
     "mrc_fei2": (
         Tag("voltage_kv", "HT", v_to_kv),
         Tag("mode", ("Illumination mode", "Projection mode"), velox_mode),
-        Tag("detector", "STEM Detector name", canonical_detector, when=("Illumination mode", "Probe")),
+        Tag(
+            "detector",
+            "STEM Detector name",
+            canonical_detector,
+            when=("Illumination mode", "Probe"),
+        ),
         Tag("detector", "Camera name", canonical_detector),
         Tag("magnification", "Magnification", positive),
         Tag("camera_length_mm", "Camera length", m_to_mm),

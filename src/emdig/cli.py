@@ -1,0 +1,452 @@
+"""The ``emdig`` command line: thin shells over the library, with progress bars and tables."""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import os
+import signal
+import sys
+from dataclasses import replace
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+from . import __version__
+from .batch import run_isolated
+from .catalog.report import write_report
+from .catalog.store import COLUMNS, Catalog, default_catalog_path
+from .errors import EmdigError
+from .ingest import IngestSummary, describe_file, ingest
+from .io.limits import Limits
+
+app = typer.Typer(
+    help="emdig: turn electron-microscopy images into searchable, measured datasets.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+catalog_app = typer.Typer(
+    help="Query the catalog: list, show, stats, report.", no_args_is_help=True
+)
+app.add_typer(catalog_app, name="catalog")
+
+out = Console()
+err = Console(stderr=True)
+
+EXIT_FAILED_ITEMS = 3
+EXIT_ERROR = 2
+
+CatalogOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--catalog",
+        "-c",
+        envvar="EMDIG_CATALOG",
+        show_envvar=True,
+        help="Catalog database [default: ./emdig.db].",
+    ),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON on stdout.")]
+WhereOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--where", "-w", help="Filter, e.g. \"voltage_kv >= 200 and detector = 'HAADF'\"."
+    ),
+]
+SearchOpt = Annotated[str | None, typer.Option("--search", "-s", help="Free-text search.")]
+
+
+class _Terminated(Exception):
+    pass
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    raise _Terminated
+
+
+def _open_catalog(path: Path | None, *, create: bool) -> Catalog:
+    return Catalog(path or default_catalog_path(), create=create)
+
+
+def _fail(e: EmdigError) -> typer.Exit:
+    err.print(f"[bold red]error:[/] {e}", highlight=False, markup=True, soft_wrap=True)
+    return typer.Exit(EXIT_ERROR)
+
+
+def _version(value: bool) -> None:
+    if value:
+        out.print(f"emdig {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    verbose: Annotated[int, typer.Option("--verbose", "-v", count=True, help="More logging.")] = 0,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version, is_eager=True, help="Show the version and exit."
+        ),
+    ] = False,
+) -> None:
+    level = logging.WARNING - 10 * min(verbose, 2)
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+
+
+# ------------------------------------------------------------------------------ ingest
+def _summary_table(s: IngestSummary) -> Table:
+    t = Table(title=f"Ingest run {s.run_id}", show_header=True, header_style="bold")
+    t.add_column("outcome")
+    t.add_column("files", justify="right")
+    t.add_row("read", f"{s.read} ({s.images} images)")
+    t.add_row("skipped, already present", str(s.skipped + s.duplicates))
+    if s.companions:
+        t.add_row("TIA .ser read with their .emi", str(s.companions))
+    if s.ignored:
+        t.add_row("ignored (sidecar/hidden files)", str(s.ignored))
+    for code, n in sorted(s.failed.items()):
+        t.add_row(f"[red]failed: {code}[/]", str(n))
+    t.caption = f"{s.seconds:.1f} s"
+    return t
+
+
+@app.command("ingest")
+def ingest_cmd(
+    paths: Annotated[list[Path], typer.Argument(help="Files, folders or ZIP archives.")],
+    catalog: CatalogOpt = None,
+    workers: Annotated[
+        int | None,
+        typer.Option("--workers", "-j", min=1, help="Worker processes [default: one per core]."),
+    ] = None,
+    dask: Annotated[
+        str | None,
+        typer.Option(
+            "--dask", metavar="ADDRESS", help="Run on a Dask scheduler, e.g. tcp://host:8786."
+        ),
+    ] = None,
+    timeout: Annotated[float, typer.Option(help="Seconds allowed to read one file.")] = 60.0,
+    memory_gb: Annotated[float, typer.Option("--memory-gb", help="Memory limit per worker.")] = 6.0,
+    retry_failed: Annotated[
+        bool, typer.Option("--retry-failed", help="Read files that failed before again.")
+    ] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Read files into the catalog, each in an isolated worker; re-run to resume.
+
+    Exit status: 0 all read, 3 some files failed, 130 interrupted.
+    """
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    limits = replace(Limits.from_env(), seconds=timeout, memory_bytes=int(memory_gb * 1024**3))
+    quiet = as_json or (not err.is_terminal and os.environ.get("CI") is not None)
+    try:
+        cat = _open_catalog(catalog, create=True)
+    except EmdigError as e:
+        raise _fail(e) from None
+    progress = Progress(
+        TextColumn("[bold]ingest"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[info]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=err,
+        disable=quiet,
+        transient=False,
+    )
+    task = progress.add_task("ingest", total=None, info="walking folders…")
+
+    def on_progress(_o: object, s: IngestSummary) -> None:
+        progress.update(task, advance=1, info=f"{s.read} read, {s.n_failed} failed")
+
+    try:
+        with progress, cat:
+            summary = ingest(
+                paths,
+                catalog=cat,
+                workers=workers,
+                dask_address=dask,
+                limits=limits,
+                retry_failed=retry_failed,
+                on_total=lambda n: progress.update(task, total=n, info=""),
+                on_progress=on_progress,
+            )
+    except EmdigError as e:
+        raise _fail(e) from None
+    except KeyboardInterrupt:
+        err.print(
+            "[yellow]interrupted[/]: finished files are saved; run the same command to resume"
+        )
+        raise typer.Exit(130) from None
+    except _Terminated:
+        err.print("[yellow]terminated[/]: finished files are saved; run the same command to resume")
+        raise typer.Exit(143) from None
+    if as_json:
+        out.print_json(json.dumps(summary.to_dict()))
+    else:
+        out.print(_summary_table(summary))
+        for _path, code, message in summary.failures[:20]:
+            out.print(f"[red]{code}[/] {message}", highlight=False, soft_wrap=True)
+        if len(summary.failures) > 20:
+            out.print(f"… and {len(summary.failures) - 20} more: emdig catalog stats")
+    raise typer.Exit(EXIT_FAILED_ITEMS if summary.n_failed else 0)
+
+
+# -------------------------------------------------------------------------------- info
+@app.command("info")
+def info_cmd(
+    file: Annotated[Path, typer.Argument(help="Any file emdig reads.")],
+    as_json: JsonOpt = False,
+    timeout: Annotated[float, typer.Option(help="Seconds allowed to read the file.")] = 60.0,
+) -> None:
+    """Print a file's normalized metadata, calibration and image statistics."""
+    limits = replace(Limits.from_env(), seconds=timeout)
+    o = run_isolated(describe_file, (str(file), limits), key=str(file), limits=limits)
+    if o.status != "ok":
+        msg = o.message or o.status
+        if o.status in ("timeout", "crashed"):
+            msg = f"{file}: {msg}"
+        if as_json:
+            out.print_json(
+                json.dumps({"path": str(file), "error_code": o.error_code, "error": msg})
+            )
+        else:
+            err.print(f"[bold red]error:[/] {msg}", highlight=False, soft_wrap=True)
+        raise typer.Exit(EXIT_ERROR)
+    d: dict[str, Any] = o.value
+    if as_json:
+        out.print_json(json.dumps(d))
+        return
+    out.print(
+        f"[bold]{d['path']}[/]  {d['format']}, {d['size_bytes']:,} bytes, "
+        f"sha256 {d['sha256'][:16]}…, {len(d['images'])} image(s)",
+        highlight=False,
+    )
+    if not d["images"]:
+        out.print("no 2-D images (spectra, profiles and 4-D data are skipped)")
+    for im in d["images"]:
+        t = Table(
+            title=f"image {im['index']}" + (f" · {im['signal']}" if im["signal"] else ""),
+            show_header=False,
+            title_justify="left",
+        )
+        t.add_column(style="bold")
+        t.add_column()
+        t.add_row("shape", f"{im['shape'][0]} × {im['shape'][1]} {im['dtype']}")
+        px = im["pixel_size_nm"]
+        t.add_row("pixel size", "uncalibrated" if px is None else f"{px:.6g} nm")
+        if im["field_of_view_nm"]:
+            t.add_row(
+                "field of view", " × ".join(f"{v:.4g}" for v in im["field_of_view_nm"]) + " nm"
+            )
+        for k, v in im["acquisition"].items():
+            if v is not None:
+                t.add_row(k, f"{v:.6g}" if isinstance(v, float) else str(v))
+        s = im["stats"]
+        if s:
+            t.add_row(
+                "pixels",
+                f"min {s['min']:.6g}  max {s['max']:.6g}  mean {s['mean']:.6g}  std {s['std']:.6g}",
+            )
+        out.print(t)
+
+
+# ----------------------------------------------------------------------------- catalog
+_LIST_COLUMNS = (
+    "id",
+    "file",
+    "signal",
+    "mode",
+    "detector",
+    "voltage_kv",
+    "magnification",
+    "pixel_size_nm",
+    "height",
+    "width",
+)
+
+
+@catalog_app.command("list")
+def catalog_list(
+    catalog: CatalogOpt = None,
+    where: WhereOpt = None,
+    search: SearchOpt = None,
+    order: Annotated[str | None, typer.Option("--order", help="e.g. 'voltage_kv desc'.")] = None,
+    limit: Annotated[int, typer.Option("--limit", "-n", help="Most rows.")] = 50,
+    as_json: JsonOpt = False,
+    as_csv: Annotated[bool, typer.Option("--csv", help="CSV on stdout.")] = False,
+) -> None:
+    """List micrographs, filtered by --where and --search.
+
+    Columns for --where and --order:"""
+    try:
+        with _open_catalog(catalog, create=False) as cat:
+            rows = cat.select(where=where, search=search, order=order, limit=limit)
+            total = cat.count(where=where, search=search)
+    except EmdigError as e:
+        raise _fail(e) from None
+    if as_json:
+        out.print_json(json.dumps(rows))
+        return
+    if as_csv:
+        w = csv.DictWriter(sys.stdout, fieldnames=list(rows[0]) if rows else list(_LIST_COLUMNS))
+        w.writeheader()
+        w.writerows(rows)
+        return
+    t = Table(caption=f"{len(rows)} of {total} micrographs", header_style="bold")
+    for r in rows:  # the table shows the file name; --csv and --json give the full path
+        r["file"] = r["path"].rsplit("/", 1)[-1]
+    for c in _LIST_COLUMNS:
+        t.add_column(c, overflow="fold", justify="left" if c in ("file", "signal") else "right")
+    for r in rows:
+        t.add_row(
+            *(
+                ("–" if r[c] is None else f"{r[c]:.4g}" if isinstance(r[c], float) else str(r[c]))
+                for c in _LIST_COLUMNS
+            )
+        )
+    out.print(t)
+
+
+catalog_list.__doc__ = (catalog_list.__doc__ or "") + ", ".join(sorted(COLUMNS)) + "."
+
+
+@catalog_app.command("show")
+def catalog_show(
+    micrograph_id: Annotated[int, typer.Argument(metavar="ID", help="Micrograph id (from list).")],
+    catalog: CatalogOpt = None,
+    raw: Annotated[bool, typer.Option("--raw", help="Include the raw metadata tree.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Show one micrograph: normalized metadata, calibration, statistics, source."""
+    try:
+        with _open_catalog(catalog, create=False) as cat:
+            d = cat.get(micrograph_id)
+    except EmdigError as e:
+        raise _fail(e) from None
+    if d is None:
+        err.print(f"[bold red]error:[/] no micrograph with id {micrograph_id}")
+        raise typer.Exit(EXIT_ERROR)
+    if not raw:
+        d.pop("raw_metadata")
+    if as_json:
+        out.print_json(json.dumps(d))
+        return
+    t = Table(title=f"micrograph {micrograph_id}", show_header=False, title_justify="left")
+    t.add_column(style="bold")
+    t.add_column(overflow="fold")
+    for k, v in d.items():
+        if k in ("raw_metadata", "source") or v is None:
+            continue
+        t.add_row(k, f"{v:.6g}" if isinstance(v, float) else str(v))
+    out.print(t)
+    if raw:
+        out.print_json(json.dumps(d["raw_metadata"]))
+
+
+@catalog_app.command("stats")
+def catalog_stats(
+    catalog: CatalogOpt = None,
+    where: WhereOpt = None,
+    search: SearchOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Counts of files and micrographs by format, mode, detector and voltage; failures by reason."""
+    try:
+        with _open_catalog(catalog, create=False) as cat:
+            st = cat.stats(where=where, search=search)
+    except EmdigError as e:
+        raise _fail(e) from None
+    if as_json:
+        out.print_json(json.dumps(st))
+        return
+    out.print(
+        f"[bold]{st['micrographs']}[/] micrographs ({st['calibrated']} with a pixel size) "
+        f"from {st['files'].get('ok', 0)} files; {st['files'].get('failed', 0)} files failed"
+    )
+    for key, title in (
+        ("by_format", "format"),
+        ("by_mode", "mode"),
+        ("by_detector", "detector"),
+        ("by_voltage_kv", "voltage (kV)"),
+        ("errors", "failed files by reason"),
+    ):
+        if not st[key]:
+            continue
+        t = Table(title=title, title_justify="left", show_header=False)
+        t.add_column()
+        t.add_column(justify="right")
+        for k, n in st[key].items():
+            t.add_row(k, str(n))
+        out.print(t)
+
+
+@catalog_app.command("report")
+def catalog_report(
+    catalog: CatalogOpt = None,
+    output: Annotated[Path, typer.Option("--out", "-o", help="HTML file to write.")] = Path(
+        "emdig-report.html"
+    ),
+    limit: Annotated[int, typer.Option(help="Most thumbnails shown.")] = 200,
+) -> None:
+    """Write an HTML overview of the catalog: counts, failures and thumbnails."""
+    try:
+        with _open_catalog(catalog, create=False) as cat:
+            path = write_report(cat, output, limit=limit)
+    except EmdigError as e:
+        raise _fail(e) from None
+    out.print(f"report written to [bold]{path}[/]")
+
+
+# -------------------------------------------------------------------------------- demo
+@app.command("demo")
+def demo_cmd(
+    output: Annotated[
+        Path, typer.Option("--out", "-o", help="Folder for the sample data and report.")
+    ] = Path("emdig-demo"),
+    catalog: CatalogOpt = None,
+) -> None:
+    """Generate a sample archive, ingest it, print a summary and write an HTML report."""
+    from .sample import make_sample_archive
+
+    files = make_sample_archive(output / "sample")
+    out.print(f"wrote a sample archive of {len(files)} files to [bold]{output / 'sample'}[/]")
+    cat_path = catalog or default_catalog_path()
+    with Catalog(cat_path) as cat:
+        summary = ingest([output / "sample"], catalog=cat)
+        out.print(_summary_table(summary))
+        for _path, code, message in summary.failures:
+            out.print(f"[red]{code}[/] {message}", highlight=False, soft_wrap=True)
+        st = cat.stats()
+        out.print(
+            f"catalog [bold]{cat_path}[/]: {st['micrographs']} micrographs; by detector "
+            + ", ".join(f"{k} {n}" for k, n in st["by_detector"].items())
+        )
+        hits = cat.count(where="voltage_kv >= 200 and detector = 'HAADF'")
+        out.print(f"query voltage_kv >= 200 and detector = 'HAADF': {hits} micrographs")
+        report = write_report(cat, output / "report.html", title="emdig demo catalog")
+    out.print(f"HTML report: [bold]{report.resolve()}[/]")
+
+
+def main() -> None:
+    """Console entry point."""
+    try:
+        app()
+    except KeyboardInterrupt:  # pragma: no cover - outside a command
+        sys.exit(130)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
