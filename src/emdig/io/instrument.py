@@ -57,6 +57,7 @@ _TABLE_FOR = {
     "jeol_img": "jeol_img",
     "prz": "prz",
     "bcf": "bcf",
+    "hspy": "hspy",
 }
 
 # length units -> nm; reciprocal units (diffraction) give no real-space pixel size

@@ -374,7 +374,6 @@ _HYPERSPY: tuple[Tag, ...] = (
         )
     ),
     Tag("mode", "@md.Acquisition_instrument.SEM.beam_energy", const("SEM")),
-    Tag("detector", "@title", known_detector),
     Tag("acquired_at", _ACQ, date_time),
 )
 
@@ -593,6 +592,8 @@ TABLES: dict[str, tuple[Tag, ...]] = {
         Tag("dwell_us", "microscope.dwell time", s_to_us),
         Tag("instrument", "microscope.name", text),
     ),
+    # HyperSpy has no node for STEM detectors: the signal title is the usual carrier
+    "hspy": (Tag("detector", "@title", known_detector),),
     "hyperspy": _HYPERSPY,
 }
 
