@@ -28,6 +28,8 @@ def read_raster(
 
     prescan.prescan_pillow(path, fmt, limits)
     ImageFile.LOAD_TRUNCATED_IMAGES = False  # never accept a cut-off image silently
+    # our own budget was checked from the header; Pillow's bomb guard follows the same budget
+    Image.MAX_IMAGE_PIXELS = limits.max_pixels
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)

@@ -198,6 +198,10 @@ def sniff(path: str | Path, *, limits: Limits | None = None) -> str:
             return "dm3"
         if version == 4 and struct.unpack(">i", head[12:16])[0] in (0, 1):
             return "dm4"
+        if p.suffix.lower() in (".dm3", ".dm4") and struct.unpack(">i", head[8:12])[0] in (0, 1):
+            from ..errors import CorruptFile
+
+            raise CorruptFile(f"DM header declares unsupported version {version}", path=p)
     if _looks_like_mrc(head, st.st_size):
         return "mrc"
     what = _describe_other(head)
