@@ -44,6 +44,11 @@ def slow_ok(x: int) -> int:
     return x
 
 
+def whoami(x: int) -> tuple[int, int]:
+    """Return the payload and the worker's pid (to see worker recycling)."""
+    return x, os.getpid()
+
+
 def dispatch(payload: tuple[str, int]) -> object:
     """Run the job named ``payload[0]`` on ``payload[1]``: lets one run mix behaviours."""
     name, x = payload
@@ -58,4 +63,5 @@ JOBS = {
     "segfault": segfault,
     "hog": hog,
     "slow_ok": slow_ok,
+    "whoami": whoami,
 }

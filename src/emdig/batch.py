@@ -287,7 +287,7 @@ def _run_dask(
         raise EmdigError("the Dask path needs distributed: pip install 'dask[distributed]'") from e
     with Client(address, set_as_default=False) as client:
         window = max(4, 4 * sum(client.nthreads().values()))
-        ac = as_completed()
+        ac = as_completed(loop=client.loop)
         in_flight = 0
 
         def submit_next() -> bool:

@@ -113,6 +113,8 @@ def _summary_table(s: IngestSummary) -> Table:
     t.add_column("files", justify="right")
     t.add_row("read", f"{s.read} ({s.images} images)")
     t.add_row("skipped, already present", str(s.skipped + s.duplicates))
+    if s.previously_failed:
+        t.add_row("skipped, failed before (--retry-failed)", str(s.previously_failed))
     if s.companions:
         t.add_row("TIA .ser read with their .emi", str(s.companions))
     if s.ignored:

@@ -84,6 +84,7 @@ class IngestSummary:
     read: int = 0
     images: int = 0
     skipped: int = 0
+    previously_failed: int = 0
     duplicates: int = 0
     ignored: int = 0
     companions: int = 0
@@ -102,6 +103,7 @@ class IngestSummary:
             "read": self.read,
             "images": self.images,
             "skipped_already_present": self.skipped + self.duplicates,
+            "skipped_previously_failed": self.previously_failed,
             "ignored": self.ignored,
             "companions": self.companions,
             "failed": dict(self.failed),
@@ -359,8 +361,11 @@ def ingest(
     entries: list[WalkEntry] = []
     for e in walk(str_paths, extract_root=extract_root, archive_limits=archive_limits, state=state):
         known = catalog.known_path(e.display, e.size, e.mtime)
-        if known == "ok" or (known == "failed" and not retry_failed):
+        if known == "ok":
             summary.skipped += 1
+            continue
+        if known == "failed" and not retry_failed:
+            summary.previously_failed += 1
             continue
         entries.append(e)
     summary.ignored, summary.companions = state.ignored, state.companions

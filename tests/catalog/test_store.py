@@ -335,7 +335,6 @@ def test_duplicate_content_remembers_path(filled: Catalog) -> None:
 
 def test_failed_file_retried(filled: Catalog) -> None:
     d = sample_records()[3]
-    old_id = filled.conn.execute("SELECT id FROM files WHERE sha256 = ?", (d.sha256,)).fetchone()[0]
     # failing again is just a duplicate
     with filled.transaction():
         assert filled.add_file(d, None) == "duplicate"

@@ -86,7 +86,7 @@ def _expected_images(entry: dict[str, Any]) -> list[dict[str, Any]]:
 def _pixel_nm(sig: dict[str, Any]) -> float | None:
     x = sig["axes"][-1]
     units = (x["units"] or "").strip()
-    if units not in _UNIT_NM or x["scale"] in (None, 1.0) and units == "":
+    if units not in _UNIT_NM:
         return None
     return float(x["scale"]) * _UNIT_NM[units]
 
