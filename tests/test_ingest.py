@@ -15,9 +15,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from data import badfiles
 from emdig.catalog import Catalog
 from emdig.ingest import ingest, walk
+
+from data import badfiles
 
 EMDIG = str(Path(sys.executable).parent / "emdig")
 
@@ -92,12 +93,18 @@ def test_cli_exit_codes(tmp_path: Path) -> None:
     good, mixed = tmp_path / "good", tmp_path / "mixed"
     make_images(good, 5)
     make_images(mixed, 5, bad=1, seed=1)
-    r = subprocess.run([EMDIG, "ingest", str(good), "--catalog", str(tmp_path / "a.db")],
-                       capture_output=True, text=True)  # fmt: skip
+    r = subprocess.run(
+        [EMDIG, "ingest", str(good), "--catalog", str(tmp_path / "a.db")],
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 0, r.stderr
     assert "read" in r.stdout and "5 (5 images)" in r.stdout
-    r = subprocess.run([EMDIG, "ingest", str(mixed), "--catalog", str(tmp_path / "b.db"), "--json"],
-                       capture_output=True, text=True)  # fmt: skip
+    r = subprocess.run(
+        [EMDIG, "ingest", str(mixed), "--catalog", str(tmp_path / "b.db"), "--json"],
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 3
     out = json.loads(r.stdout)
     assert out["read"] == 5 and out["failed"] == {"truncated": 1}
@@ -116,8 +123,12 @@ def test_kill_and_resume_every_file_exactly_once(tmp_path: Path) -> None:
         assert proc.returncode == -signal.SIGKILL
     stored_before = _db_count(db)
     assert stored_before < n_ok + n_bad, "the kills must interrupt the run"
-    final = subprocess.run([EMDIG, "ingest", str(folder), "--catalog", str(db), "--json"],
-                           capture_output=True, text=True, timeout=300)  # fmt: skip
+    final = subprocess.run(
+        [EMDIG, "ingest", str(folder), "--catalog", str(db), "--json"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert final.returncode == 0, final.stderr  # nothing failed in this run
     summary = json.loads(final.stdout)
     n_failed_before = _db_count(db, "SELECT count(*) FROM files WHERE status = 'failed'")
@@ -141,8 +152,10 @@ def test_kill_and_resume_every_file_exactly_once(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("sig", "code", "status"),
-                         [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "interrupted")])  # fmt: skip
+@pytest.mark.parametrize(
+    ("sig", "code", "status"),
+    [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "interrupted")],
+)
 def test_interrupt_keeps_finished_work(tmp_path: Path, sig: int, code: int, status: str) -> None:
     folder, db = tmp_path / "data", tmp_path / "cat.db"
     make_images(folder, 900)
@@ -156,8 +169,12 @@ def test_interrupt_keeps_finished_work(tmp_path: Path, sig: int, code: int, stat
     assert con.execute("SELECT status FROM runs").fetchone()[0] == status
     stored = _db_count(db)
     assert 70 <= stored < 900
-    final = subprocess.run([EMDIG, "ingest", str(folder), "--catalog", str(db), "--json"],
-                           capture_output=True, text=True, timeout=300)  # fmt: skip
+    final = subprocess.run(
+        [EMDIG, "ingest", str(folder), "--catalog", str(db), "--json"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert final.returncode == 0
     assert json.loads(final.stdout)["read"] == 900 - stored
     assert _db_count(db) == 900
@@ -170,13 +187,21 @@ def test_second_writer_is_refused(tmp_path: Path) -> None:
     first = _start(folder, db, "--workers", "1")
     try:
         _wait_for(db, 5, first)
-        second = subprocess.run([EMDIG, "ingest", str(folder), "--catalog", str(db)],
-                                capture_output=True, text=True, timeout=60)  # fmt: skip
+        second = subprocess.run(
+            [EMDIG, "ingest", str(folder), "--catalog", str(db)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert second.returncode == 2
         assert f"catalog locked by PID {first.pid}" in second.stderr
         # readers keep working while the first ingest writes
-        r = subprocess.run([EMDIG, "catalog", "stats", "--catalog", str(db), "--json"],
-                           capture_output=True, text=True, timeout=60)  # fmt: skip
+        r = subprocess.run(
+            [EMDIG, "catalog", "stats", "--catalog", str(db), "--json"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert r.returncode == 0 and json.loads(r.stdout)["micrographs"] >= 5
     finally:
         first.kill()
@@ -225,8 +250,12 @@ def test_zip_budgets(bad_files: dict[str, Path | list[Path]], tmp_path: Path) ->
     assert "decompression bomb" in messages and "20,000 entries" in messages
     slip = bad_files["zip_slip"]
     assert isinstance(slip, Path)
-    for escaped in (slip.parent / "evil.png", slip.parent.parent / "evil.png",
-                    Path("/abs/evil.png"), tmp_path / "evil.png"):  # fmt: skip
+    for escaped in (
+        slip.parent / "evil.png",
+        slip.parent.parent / "evil.png",
+        Path("/abs/evil.png"),
+        tmp_path / "evil.png",
+    ):
         assert not escaped.exists()
     extracted = [p for p in (tmp_path / "cat.db.d").rglob("*") if p.is_file()]
     assert {p.name for p in extracted} <= {"good.png", "evil", ".complete"}
@@ -239,8 +268,12 @@ def test_ingest_on_dask(tmp_path: Path) -> None:
 
     folder = tmp_path / "data"
     make_images(folder, 6, bad=1)
-    with LocalCluster(n_workers=1, threads_per_worker=2, processes=False,
-                      dashboard_address=None) as cluster, Catalog(tmp_path / "c.db") as cat:  # fmt: skip
+    with (
+        LocalCluster(
+            n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None
+        ) as cluster,
+        Catalog(tmp_path / "c.db") as cat,
+    ):
         s = ingest([folder], catalog=cat, dask_address=cluster.scheduler_address)
     assert s.read == 6 and dict(s.failed) == {"truncated": 1}
     assert os.path.exists(tmp_path / "c.db")

@@ -14,7 +14,6 @@ import pytest
 from typer.testing import CliRunner
 
 import emdig
-from data import badfiles
 from emdig.cli import app
 from emdig.errors import (
     CorruptFile,
@@ -26,6 +25,8 @@ from emdig.errors import (
     UnreadableFile,
     UnsupportedFormat,
 )
+
+from data import badfiles
 
 # case -> (error class, a phrase the message must contain)
 CASES: dict[str, tuple[type[EmdigError], str]] = {
@@ -77,8 +78,12 @@ def test_empty_files(bad_files: dict[str, Path | list[Path]]) -> None:
 @pytest.mark.parametrize("fraction", [10, 50, 90])
 @pytest.mark.parametrize("ext", ["png", "jpg", "tif", "dm3"])
 def test_truncated_files(tmp_path: Path, ext: str, fraction: int) -> None:
-    builder = {"png": badfiles.valid_png, "jpg": badfiles.valid_jpeg,
-               "tif": badfiles.valid_tiff, "dm3": badfiles.valid_dm3}[ext]  # fmt: skip
+    builder = {
+        "png": badfiles.valid_png,
+        "jpg": badfiles.valid_jpeg,
+        "tif": badfiles.valid_tiff,
+        "dm3": badfiles.valid_dm3,
+    }[ext]
     whole = builder(tmp_path).read_bytes()
     cut = tmp_path / f"cut{fraction}.{ext}"
     cut.write_bytes(whole[: len(whole) * fraction // 100])

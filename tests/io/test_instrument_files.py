@@ -57,8 +57,13 @@ EXPECTED: dict[str, tuple[str | None, str | None]] = {
     "velox_fei_example_tem_stack.emd": ("TEM", "camera"),
 }
 # Velox SI: element maps carry the EDS detector's name, the HAADF image its own
-VELOX_SI_DETECTOR = {"HAADF": "HAADF", "C": "SuperXG2", "Ca": "SuperXG2", "O": "SuperXG2",
-                     "Cu": "SuperXG2"}  # fmt: skip
+VELOX_SI_DETECTOR = {
+    "HAADF": "HAADF",
+    "C": "SuperXG2",
+    "Ca": "SuperXG2",
+    "O": "SuperXG2",
+    "Cu": "SuperXG2",
+}
 
 _UNIT_NM = {"m": 1e9, "mm": 1e6, "µm": 1e3, "nm": 1.0, "pm": 1e-3}
 _SPECTRAL = {"eV", "keV"}
