@@ -121,6 +121,18 @@ def _pixel_size_nm(axis: Mapping[str, Any]) -> float | None:
     return value if value > 0 and np.isfinite(value) else None
 
 
+def _imagej_unit(om: Mapping[str, Any]) -> str | None:
+    """ImageJ keeps the length unit in its ImageDescription (``unit=nm``); rsciio drops it."""
+    desc = om.get("ImageDescription")
+    if not isinstance(desc, str) or not desc.startswith("ImageJ="):
+        return None
+    m = re.search(r"^unit=(.+)$", desc, re.MULTILINE)
+    if not m:
+        return None
+    unit = m.group(1).strip().replace("\\u00B5", "µ")
+    return {"micron": "µm", "microns": "µm", "um": "µm"}.get(unit, unit)
+
+
 def _tiff_table(flat: Mapping[str, Any]) -> str | None:
     keys = " ".join(list(flat)[:4000])
     if "fei_metadata." in keys:
@@ -356,7 +368,10 @@ def read_instrument(
             acq = _acquisition(fmt, om, md)
             title = md.get("General", {}).get("title") or None
             raw_base = to_json_safe(om)
+            unit = _imagej_unit(om) if fmt == "tiff" else None
             for pixels, x_axis, k, n in _frames(sig, path, limits):
+                if unit and not x_axis.get("units"):
+                    x_axis = {**x_axis, "units": unit}
                 raw = dict(raw_base)
                 raw["emdig"] = {"signal": i, "frame": k, "frames": n, "title": title}
                 src = Source(

@@ -617,8 +617,8 @@ def apply_table(flat: Mapping[str, Any], tables: Iterable[Sequence[Tag]]) -> dic
             if tag.field in out:
                 continue
             if tag.when is not None:
-                cond = text(flat.get(tag.when[0]))
-                if cond is None or not re.search(tag.when[1], cond, re.IGNORECASE):
+                cond = text(flat.get(tag.when[0])) or ""  # a missing tag tests as ""
+                if not re.search(tag.when[1], cond, re.IGNORECASE):
                     continue
             raw = _value(flat, tag.path)
             if raw is None:
