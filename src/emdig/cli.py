@@ -56,7 +56,7 @@ CatalogOpt = Annotated[
         "-c",
         envvar="EMDIG_CATALOG",
         show_envvar=True,
-        help="Catalog database [default: ./emdig.db].",
+        help="Catalog database (default ./emdig.db).",
     ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON on stdout.")]
@@ -131,7 +131,7 @@ def ingest_cmd(
     catalog: CatalogOpt = None,
     workers: Annotated[
         int | None,
-        typer.Option("--workers", "-j", min=1, help="Worker processes [default: one per core]."),
+        typer.Option("--workers", "-j", min=1, help="Worker processes (default: one per core)."),
     ] = None,
     dask: Annotated[
         str | None,
@@ -322,7 +322,9 @@ def catalog_list(
     out.print(t)
 
 
-catalog_list.__doc__ = (catalog_list.__doc__ or "") + ", ".join(sorted(COLUMNS)) + "."
+catalog_list.__doc__ = (
+    (catalog_list.__doc__ or "").rstrip() + " " + ", ".join(sorted(COLUMNS)) + "."
+)
 
 
 @catalog_app.command("show")

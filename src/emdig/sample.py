@@ -94,7 +94,7 @@ def make_sample_archive(dest: str | Path, *, n: int = 12, seed: int = 0) -> list
     for i in range(n):
         det, _inner, _outer, bf = detectors[i % len(detectors)]
         kv = (300.0, 200.0, 80.0)[i % 3]
-        mag = float(rng.choice([2e6, 5e6, 1e7]))
+        mag = float(rng.choice([5e6, 1e7, 2e7]))
         px = 0.04 * 1e7 / mag  # nm per pixel falls with magnification
         data = synthetic_stem(
             pixel_nm=px, rotation_deg=float(rng.uniform(0, 90)), bright_field=bf, seed=seed + i
