@@ -314,13 +314,6 @@ def check_dask(outcomes: list[Outcome]) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    reason="emdig/batch.py _run_dask calls distributed.as_completed() with no futures and no "
-    "loop while its Client has set_as_default=False, so it raises ValueError('No clients "
-    "found') whenever no default Dask client exists in the process",
-    raises=ValueError,
-    strict=True,
-)
 def test_run_tasks_on_dask(dask_cluster: object) -> None:
     outcomes: list[Outcome] = []
     run_tasks(
@@ -332,20 +325,3 @@ def test_run_tasks_on_dask(dask_cluster: object) -> None:
     )
     check_dask(outcomes)
 
-
-@pytest.mark.slow
-def test_run_tasks_on_dask_with_default_client(dask_cluster: object) -> None:
-    # Works around the bug above: with a default client in the process, as_completed() finds
-    # an event loop, and the outcome semantics of the Dask path can be checked.
-    from distributed import Client
-
-    outcomes: list[Outcome] = []
-    with Client(dask_cluster):
-        run_tasks(
-            DASK_TASKS,
-            dispatch,
-            on_outcome=outcomes.append,
-            limits=LIMITS,
-            dask_address=dask_cluster.scheduler_address,  # type: ignore[attr-defined]
-        )
-    check_dask(outcomes)
