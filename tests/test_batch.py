@@ -11,10 +11,11 @@ from collections.abc import Iterator
 
 import psutil
 import pytest
-from batch_jobs import dispatch, double, fail_bug, fail_emdig, hang, hog, segfault, slow_ok, whoami
 
 from emdig.batch import Outcome, Task, default_workers, run_isolated, run_tasks
 from emdig.io.limits import Limits
+
+from batch_jobs import dispatch, double, fail_bug, fail_emdig, hang, hog, segfault, slow_ok, whoami
 
 GIB = 1024**3
 LIMITS = dataclasses.replace(Limits(), seconds=2, memory_bytes=1 * GIB)
@@ -259,9 +260,11 @@ def _live_descendants() -> list[psutil.Process]:
 def test_keyboard_interrupt_in_callback_stops_workers() -> None:
     tasks = [Task("hang", ("hang", 0))] + [Task(f"s{i}", ("slow_ok", i)) for i in range(20)]
     seen: list[Outcome] = []
+    live_during: list[int] = []
 
     def on_outcome(o: Outcome) -> None:
         seen.append(o)
+        live_during.append(len(_live_descendants()))
         if len(seen) == 2:
             raise KeyboardInterrupt
 
@@ -270,6 +273,7 @@ def test_keyboard_interrupt_in_callback_stops_workers() -> None:
         run_tasks(tasks, dispatch, on_outcome=on_outcome, workers=2, limits=LIMITS)
     assert time.monotonic() - t0 < 10
     assert len(seen) == 2
+    assert live_during[-1] >= 2  # the check below does see live workers
     deadline = time.monotonic() + 5
     while (left := _live_descendants()) and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -324,4 +328,3 @@ def test_run_tasks_on_dask(dask_cluster: object) -> None:
         dask_address=dask_cluster.scheduler_address,  # type: ignore[attr-defined]
     )
     check_dask(outcomes)
-

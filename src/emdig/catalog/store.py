@@ -217,7 +217,11 @@ class Catalog:
         except sqlite3.Error as e:
             raise CatalogError(f"cannot open catalog: {e}", path=self.path) from None
         self._lock_fd: int | None = None
-        self._migrate()
+        try:
+            self._migrate()
+        except BaseException:
+            self.conn.close()
+            raise
 
     # ------------------------------------------------------------------ lifecycle
     def close(self) -> None:
@@ -242,8 +246,11 @@ class Catalog:
                 "upgrade emdig",
                 path=self.path,
             )
-        for i in range(version, len(MIGRATIONS)):
-            with self.transaction():
+        if version == len(MIGRATIONS):
+            return
+        with self.transaction():
+            # re-read under the write lock: another process may have migrated meanwhile
+            for i in range(self.schema_version, len(MIGRATIONS)):
                 for stmt in _split_sql(MIGRATIONS[i]):
                     self.conn.execute(stmt)
                 self.conn.execute(f"PRAGMA user_version = {i + 1}")
@@ -344,6 +351,13 @@ class Catalog:
                 (rec.path,),
             ).fetchone()
         outcome = "added"
+        if row is None and rec.status == "ok":
+            # a failure recorded without a hash (unreadable at the time) at this same path
+            row = self.conn.execute(
+                "SELECT f.id, f.status FROM file_paths p JOIN files f ON f.id = p.file_id "
+                "WHERE p.path = ? AND f.sha256 IS NULL",
+                (rec.path,),
+            ).fetchone()
         if row is not None:
             if row["status"] == "failed" and rec.status == "ok":
                 self.conn.execute("DELETE FROM files WHERE id = ?", (row["id"],))
@@ -460,9 +474,9 @@ class Catalog:
             f"SELECT {_LIST_FIELDS} FROM micrographs m JOIN files f ON f.id = m.file_id "
             f"WHERE {sql} ORDER BY {order_sql}"
         )
-        if limit is not None:
+        if limit is not None or offset:
             q += " LIMIT ? OFFSET ?"
-            params = [*params, int(limit), int(offset)]
+            params = [*params, -1 if limit is None else int(limit), int(offset)]
         rows = self.conn.execute(q, params).fetchall()
         return [_row_dict(r) for r in rows]
 
