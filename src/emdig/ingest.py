@@ -115,16 +115,17 @@ class IngestSummary:
 
 # ----------------------------------------------------------------------- per-file work
 def image_stats(pixels: np.ndarray) -> dict[str, float]:
-    """min, max, mean and std of the finite pixels (float64)."""
-    a = np.asarray(pixels, dtype=np.float64)
-    finite = a[np.isfinite(a)] if a.dtype.kind == "f" else a
-    if finite.size == 0:
+    """min, max, mean and std of the finite pixels (accumulated in float64)."""
+    a = np.asarray(pixels)
+    if a.dtype.kind == "f" and not np.isfinite(a).all():
+        a = a[np.isfinite(a)]
+    if a.size == 0:
         return {}
     return {
-        "min": float(finite.min()),
-        "max": float(finite.max()),
-        "mean": float(finite.mean()),
-        "std": float(finite.std()),
+        "min": float(a.min()),
+        "max": float(a.max()),
+        "mean": float(a.mean(dtype=np.float64)),
+        "std": float(a.std(dtype=np.float64)),
     }
 
 
@@ -132,11 +133,16 @@ def thumbnail(pixels: np.ndarray, *, max_side: int = 128) -> tuple[bytes, int, i
     """A greyscale PNG preview, contrast-stretched to the 0.5-99.5 % percentiles."""
     from PIL import Image
 
-    a = np.asarray(pixels, dtype=np.float32)
+    a = np.asarray(pixels)
     h, w = a.shape
     step = max(1, int(np.ceil(max(h, w) / max_side)))
+    if step > 4:  # subsample to 4x the preview first: a block mean over that is enough
+        pre = step // 4
+        a = a[::pre, ::pre]
+        step = max(1, int(np.ceil(max(a.shape) / max_side)))
+    a = a.astype(np.float32)
     if step > 1:  # block mean: cheap and alias-free enough for a preview
-        hh, ww = (h // step) * step, (w // step) * step
+        hh, ww = (a.shape[0] // step) * step, (a.shape[1] // step) * step
         if hh and ww:
             a = a[:hh, :ww].reshape(hh // step, step, ww // step, step).mean(axis=(1, 3))
         else:
@@ -151,7 +157,7 @@ def thumbnail(pixels: np.ndarray, *, max_side: int = 128) -> tuple[bytes, int, i
     return buf.getvalue(), int(u8.shape[1]), int(u8.shape[0])
 
 
-def _image_record(m: Micrograph) -> ImageRecord:
+def _image_record(m: Micrograph, raw_json: str) -> ImageRecord:
     png, tw, th = thumbnail(m.pixels)
     return ImageRecord(
         index=m.source.index,
@@ -162,7 +168,7 @@ def _image_record(m: Micrograph) -> ImageRecord:
         pixel_size_nm=m.pixel_size_nm,
         acquisition=m.acquisition.to_dict(),
         stats=image_stats(m.pixels),
-        raw_metadata_json=json.dumps(m.raw_metadata, default=str, allow_nan=False),
+        raw_metadata_json=raw_json,
         source=m.source.to_dict(),
         thumbnail_png=png,
         thumbnail_size=(tw, th),
@@ -184,10 +190,14 @@ def ingest_file(payload: tuple[str, str, Limits | None]) -> FileRecord:
         except OSError as e:
             raise UnreadableFile(f"cannot read: {e.strerror or e}", path=display) from None
         fmt = sniff(p, limits=limits)
-        micrographs = read(p, limits=limits, sha256=sha)
+        micrographs = read(p, limits=limits, sha256=sha, format=fmt)
         images = []
+        raw_json: dict[int, str] = {}  # frames of one signal share one metadata dict
         for m in micrographs:
-            rec = _image_record(m)
+            key = id(m.raw_metadata)
+            if key not in raw_json:
+                raw_json[key] = json.dumps(m.raw_metadata, default=str, allow_nan=False)
+            rec = _image_record(m, raw_json[key])
             rec.source["path"] = display
             images.append(rec)
         return FileRecord(display, sha, size, mtime, fmt, "ok", images=images)

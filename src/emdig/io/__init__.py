@@ -13,9 +13,9 @@ from pathlib import Path
 from ..errors import EmdigError, UnsupportedFormat
 from ..micrograph import Micrograph
 from .instrument import INSTRUMENT_FORMATS, read_instrument
-from .limits import DEFAULT_LIMITS, Limits
+from .limits import Limits
 from .raster import read_raster
-from .sniff import FORMAT_NAMES, open_checked, sniff
+from .sniff import FORMAT_NAMES, sniff
 
 __all__ = ["FORMAT_NAMES", "Limits", "file_sha256", "read", "sniff"]
 
@@ -43,6 +43,7 @@ def read(
     index: int | None = None,
     limits: Limits | None = None,
     sha256: str | None = None,
+    format: str | None = None,
 ) -> list[Micrograph]:
     """Read every 2-D image in a file.
 
@@ -58,6 +59,8 @@ def read(
         Budgets; defaults from the environment (see :class:`Limits`).
     sha256
         The file's hash if already known (saves a pass over the file).
+    format
+        The format id :func:`sniff` returned for this file, if already known.
 
     Returns
     -------
@@ -79,11 +82,8 @@ def read(
     (0.0178, 'HAADF')
     """
     p = Path(path)
-    lim = limits or (DEFAULT_LIMITS if limits is None else limits)
-    if limits is None:
-        lim = Limits.from_env()
-    fmt = sniff(p, limits=lim)
-    open_checked(p)
+    lim = limits if limits is not None else Limits.from_env()
+    fmt = format or sniff(p, limits=lim)
     digest = sha256 or file_sha256(p)
     if fmt == "zip":
         raise UnsupportedFormat(

@@ -191,8 +191,8 @@ def _luminance(data: np.ndarray) -> np.ndarray:
 
 def _frames(
     sig: Mapping[str, Any], path: Path, limits: Limits
-) -> Iterator[tuple[np.ndarray, Mapping[str, Any], int, int]]:
-    """Yield (2-D frame, x-axis dict, frame number, frame count); skip spectra and 4-D data."""
+) -> Iterator[tuple[np.ndarray, Mapping[str, Any]]]:
+    """Yield (2-D frame, x-axis dict) per frame; skip spectra, 4-D and complex data."""
     data = sig["data"]
     axes = list(sig.get("axes") or [])
     title = (sig.get("metadata") or {}).get("General", {}).get("title", "")
@@ -231,9 +231,9 @@ def _frames(
     if nav:
         arr = np.moveaxis(arr, nav[0], 0)
         for k in range(n):
-            yield np.ascontiguousarray(_luminance(arr[k])), x_axis, k, n
+            yield np.ascontiguousarray(_luminance(arr[k])), x_axis
     else:
-        yield np.ascontiguousarray(_luminance(arr)), x_axis, 0, 1
+        yield np.ascontiguousarray(_luminance(arr)), x_axis
 
 
 @contextlib.contextmanager
@@ -362,18 +362,17 @@ def read_instrument(
             return micrographs
         signals = _read_rsciio(path, fmt)
         index = 0
-        for i, sig in enumerate(signals):
+        for sig in signals:
             md = sig.get("metadata") or {}
             om = sig.get("original_metadata") or {}
             acq = _acquisition(fmt, om, md)
             title = md.get("General", {}).get("title") or None
             raw_base = to_json_safe(om)
             unit = _imagej_unit(om) if fmt == "tiff" else None
-            for pixels, x_axis, k, n in _frames(sig, path, limits):
+            for pixels, x_axis in _frames(sig, path, limits):
                 if unit and not x_axis.get("units"):
                     x_axis = {**x_axis, "units": unit}
-                raw = dict(raw_base)
-                raw["emdig"] = {"signal": i, "frame": k, "frames": n, "title": title}
+                raw = raw_base  # shared by the frames of a stack: they have one header
                 src = Source(
                     path=str(path),
                     sha256=sha256,

@@ -8,10 +8,10 @@ files that pass.
 
 from __future__ import annotations
 
+import mmap
 import struct
 import warnings
 from pathlib import Path
-from typing import BinaryIO
 
 from ..errors import CorruptFile, NestingTooDeep, TooLarge, TruncatedFile, UnsupportedFormat
 from .limits import Limits
@@ -165,13 +165,6 @@ def prescan_tiff(path: Path, limits: Limits) -> int:
 _DM_SIZE = {2: 2, 3: 4, 4: 2, 5: 4, 6: 4, 7: 8, 8: 1, 9: 1, 10: 1, 11: 8, 12: 8}
 
 
-def _dm_read(fh: BinaryIO, n: int, path: Path, what: str) -> bytes:
-    b = fh.read(n)
-    if len(b) != n:
-        raise TruncatedFile(f"DM file ends inside {what} at offset {fh.tell()}", path=path)
-    return b
-
-
 def _dm_data_size(info: list[int], path: Path, where: str, offset: int) -> int:
     def bad() -> CorruptFile:
         return CorruptFile(
@@ -206,20 +199,27 @@ def _dm_data_size(info: list[int], path: Path, where: str, offset: int) -> int:
 def prescan_dm(path: Path, limits: Limits) -> None:
     """Walk a DM3/DM4 tag tree iteratively: nesting depth, tag count, types and extents."""
     size = path.stat().st_size
-    with open(path, "rb") as fh:
-        version = struct.unpack(">i", _dm_read(fh, 4, path, "the header"))[0]
+    with open(path, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as buf:
+        pos = 0
+
+        def take(fmt: str, what: str) -> tuple[int, ...]:
+            nonlocal pos
+            n = struct.calcsize(fmt)
+            if pos + n > size:
+                raise TruncatedFile(f"DM file ends inside {what} at offset {pos}", path=path)
+            out = struct.unpack_from(fmt, buf, pos)
+            pos += n
+            return out
+
+        (version,) = take(">i", "the header")
         if version not in (3, 4):
             raise CorruptFile(f"DM header declares unsupported version {version}", path=path)
         dm4 = version == 4
-        _dm_read(fh, 8 if dm4 else 4, path, "the header")  # root length: often unreliable
-        _dm_read(fh, 4, path, "the header")  # byte order of the data
-        lfmt, llen = (">Q", 8) if dm4 else (">I", 4)
+        take(">Qi" if dm4 else ">ii", "the header")  # root length (unreliable), byte order
+        lfmt = ">Q" if dm4 else ">I"
+        group_fmt = ">BBQ" if dm4 else ">BBI"
 
-        def group_header() -> int:
-            _dm_read(fh, 2, path, "a tag group header")
-            return int(struct.unpack(lfmt, _dm_read(fh, llen, path, "a tag group header"))[0])
-
-        stack = [group_header()]  # tags remaining in each open group
+        stack = [take(group_fmt, "a tag group header")[2]]  # tags left in each open group
         n_tags = 0
         while stack:
             if stack[-1] == 0:
@@ -229,14 +229,14 @@ def prescan_dm(path: Path, limits: Limits) -> None:
             n_tags += 1
             if n_tags > limits.max_tags:
                 raise TooLarge(f"DM file has more than {limits.max_tags:,} tags", path=path)
-            start = fh.tell()
-            kind = _dm_read(fh, 1, path, "a tag")[0]
+            start = pos
+            kind, nlen = take(">BH", "a tag")
             if kind == 0:  # some writers end the root with a zero tag
                 break
-            nlen = struct.unpack(">H", _dm_read(fh, 2, path, "a tag name"))[0]
-            name = _dm_read(fh, nlen, path, "a tag name").decode("latin-1")
-            if dm4:
-                _dm_read(fh, 8, path, "a tag size")
+            if pos + nlen > size:
+                raise TruncatedFile(f"DM file ends inside a tag name at offset {pos}", path=path)
+            name = bytes(buf[pos : pos + nlen]).decode("latin-1")
+            pos += nlen + (8 if dm4 else 0)  # DM4 adds the tag's byte size
             if kind == 20:
                 if len(stack) >= limits.max_nesting:
                     raise NestingTooDeep(
@@ -244,26 +244,26 @@ def prescan_dm(path: Path, limits: Limits) -> None:
                         f"(at offset {start})",
                         path=path,
                     )
-                stack.append(group_header())
+                stack.append(take(group_fmt, "a tag group header")[2])
             elif kind == 21:
-                if _dm_read(fh, 4, path, "a tag") != b"%%%%":
+                if buf[pos : pos + 4] != b"%%%%":
                     raise CorruptFile(f"DM tag '{name}' at offset {start} is malformed", path=path)
-                ninfo = struct.unpack(lfmt, _dm_read(fh, llen, path, "a tag type"))[0]
+                pos += 4
+                (ninfo,) = take(lfmt, "a tag type")
                 if ninfo > 1024:
                     raise CorruptFile(
                         f"DM tag '{name}' at offset {start} declares {ninfo} type words",
                         path=path,
                     )
-                raw = _dm_read(fh, ninfo * llen, path, "a tag type")
-                info = list(struct.unpack(f">{ninfo}{lfmt[1]}", raw))
+                info = list(take(f">{ninfo}{lfmt[1]}", "a tag type"))
                 nbytes = _dm_data_size(info, path, name, start)
-                if fh.tell() + nbytes > size:
+                if pos + nbytes > size:
                     raise TruncatedFile(
                         f"DM tag '{name}' at offset {start} declares {nbytes:,} bytes of data "
                         f"past the end of the file ({size:,} bytes)",
                         path=path,
                     )
-                fh.seek(nbytes, 1)
+                pos += nbytes
             else:
                 raise CorruptFile(
                     f"DM file has an invalid tag kind {kind} at offset {start}", path=path
