@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import logging
 import os
 import time
@@ -25,6 +24,7 @@ from .catalog.store import Catalog, FileRecord, ImageRecord
 from .errors import EmdigError, UnreadableFile
 from .io import file_sha256, read
 from .io.archive import ArchiveLimits, extract_zip
+from .io.instrument import metadata_json
 from .io.limits import Limits
 from .io.sniff import sniff
 from .micrograph import Micrograph
@@ -196,7 +196,7 @@ def ingest_file(payload: tuple[str, str, Limits | None]) -> FileRecord:
         for m in micrographs:
             key = id(m.raw_metadata)
             if key not in raw_json:
-                raw_json[key] = json.dumps(m.raw_metadata, default=str, allow_nan=False)
+                raw_json[key] = metadata_json(m.raw_metadata)
             rec = _image_record(m, raw_json[key])
             rec.source["path"] = display
             images.append(rec)

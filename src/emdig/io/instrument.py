@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import re
@@ -27,7 +28,7 @@ from .limits import Limits
 from .sniff import FORMAT_NAMES
 from .tags import TABLES, apply_table, flatten
 
-__all__ = ["INSTRUMENT_FORMATS", "read_instrument", "to_json_safe"]
+__all__ = ["INSTRUMENT_FORMATS", "metadata_json", "read_instrument", "to_json_safe"]
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +104,32 @@ def to_json_safe(obj: Any, *, max_items: int = 64, depth: int = 0) -> Any:
     if obj is None or isinstance(obj, bool | int | float | str):
         return obj
     return str(obj)
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, np.ndarray):
+        return (
+            obj.tolist() if obj.size <= 64 else f"<array shape={list(obj.shape)} dtype={obj.dtype}>"
+        )
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, bytes):
+        return obj.decode("latin-1", "replace").rstrip("\x00")
+    if isinstance(obj, complex):
+        return [obj.real, obj.imag]
+    return str(obj)
+
+
+def metadata_json(raw: Mapping[str, Any]) -> str:
+    """Serialize a vendor metadata tree to JSON (numpy values unwrapped, big arrays described).
+
+    Uses the C encoder directly; falls back to :func:`to_json_safe` for trees it cannot encode
+    (non-string keys, cycles).
+    """
+    try:
+        return json.dumps(raw, default=_json_default)
+    except (TypeError, ValueError, RecursionError):
+        return json.dumps(to_json_safe(raw), default=str)
 
 
 def _pixel_size_nm(axis: Mapping[str, Any]) -> float | None:
@@ -367,7 +394,7 @@ def read_instrument(
             om = sig.get("original_metadata") or {}
             acq = _acquisition(fmt, om, md)
             title = md.get("General", {}).get("title") or None
-            raw_base = to_json_safe(om)
+            raw_base = om  # verbatim; serialized for storage by metadata_json
             unit = _imagej_unit(om) if fmt == "tiff" else None
             for pixels, x_axis in _frames(sig, path, limits):
                 if unit and not x_axis.get("units"):
