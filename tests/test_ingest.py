@@ -277,3 +277,18 @@ def test_ingest_on_dask(tmp_path: Path) -> None:
         s = ingest([folder], catalog=cat, dask_address=cluster.scheduler_address)
     assert s.read == 6 and dict(s.failed) == {"truncated": 1}
     assert os.path.exists(tmp_path / "c.db")
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.int32, np.float32])
+def test_image_stats_match_numpy(dtype: type) -> None:
+    from emdig.ingest import image_stats
+
+    rng = np.random.default_rng(3)
+    a = (rng.normal(3800, 30, (300, 200))).astype(dtype)
+    s = image_stats(a)
+    f = a.astype(np.float64)
+    assert s["min"] == f.min() and s["max"] == f.max()
+    assert s["mean"] == pytest.approx(f.mean(), rel=1e-12)
+    assert s["std"] == pytest.approx(f.std(), rel=1e-9)
+    nan = np.array([[1.0, np.nan], [3.0, np.inf]])
+    assert image_stats(nan) == {"min": 1.0, "max": 3.0, "mean": 2.0, "std": 1.0}

@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 logging.getLogger("rsciio").setLevel(logging.ERROR)
 # tifffile logs what it tolerates (odd ImageJ tags, circular IFDs) at WARNING; our pre-scan and
 # error mapping report what matters
-logging.getLogger("tifffile").setLevel(logging.ERROR)
+logging.getLogger("tifffile").setLevel(logging.CRITICAL)
 
 
 def file_sha256(path: str | Path, *, chunk: int = 1 << 20) -> str:
