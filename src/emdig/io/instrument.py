@@ -322,6 +322,14 @@ def glob_escape(s: str) -> str:
 def _read_rsciio(path: Path, fmt: str) -> list[dict[str, Any]]:
     import importlib
 
+    if fmt in ("dm3", "dm4"):
+        from .dm import NotHandled, read_dm
+
+        try:
+            return read_dm(path)
+        except NotHandled as e:  # leave the unusual cases to RosettaSciIO
+            log.debug("%s: fast DM reader declined (%s); using RosettaSciIO", path, e)
+
     module, ext, kwargs = _RSCIIO[fmt]
     try:
         reader = importlib.import_module(f"rsciio.{module}").file_reader

@@ -192,6 +192,10 @@ def _dm_data_size(info: list[int], path: Path, where: str, offset: int) -> int:
             return _DM_SIZE[elem[0]] * count
         if elem and elem[0] == 15:
             return _dm_data_size(elem, path, where, offset) * count
+        if len(elem) == 2 and elem[0] == 18:  # array of strings: [20, 18, length, count]
+            return 2 * elem[1] * count
+        if len(elem) == 3 and elem[0] == 20 and elem[1] in _DM_SIZE:  # array of arrays
+            return _DM_SIZE[elem[1]] * elem[2] * count
         raise bad()
     raise bad()
 
