@@ -16,6 +16,7 @@ import os
 import resource
 import signal
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
@@ -167,18 +168,21 @@ def run_isolated(job: Job, payload: Any, *, key: str = "", limits: Limits | None
 
 # ---------------------------------------------------------------------- local pool
 class _Worker:
+    """One worker process and the tasks sent to it, in order; the first one is running."""
+
     def __init__(self, ctx: Any, job: Job, limits: Limits) -> None:
         self.conn, child = ctx.Pipe()
         self.proc = ctx.Process(target=_worker_main, args=(child, job, limits), daemon=True)
         self.proc.start()
         child.close()
-        self.task: Task | None = None
-        self.started = 0.0
+        self.tasks: deque[Task] = deque()
+        self.started = 0.0  # when the running task started
         self.done = 0
 
     def send(self, task: Task) -> None:
-        self.task = task
-        self.started = time.perf_counter()
+        if not self.tasks:
+            self.started = time.perf_counter()
+        self.tasks.append(task)
         self.conn.send((task.key, task.payload))
 
     def stop(self, *, kill: bool = False) -> None:
@@ -196,6 +200,11 @@ class _Worker:
         self.conn.close()
 
 
+# Tasks queued per worker: the next one waits in the pipe, so a worker never idles while the
+# parent stores the previous result.
+_DEPTH = 2
+
+
 def _run_local(
     tasks: Iterator[Task],
     job: Job,
@@ -206,67 +215,69 @@ def _run_local(
 ) -> None:
     ctx = _context()
     pool: list[_Worker] = []
+    retry: deque[Task] = deque()  # tasks queued behind one that crashed or timed out
     exhausted = False
+
+    def next_task() -> Task | None:
+        nonlocal exhausted
+        if retry:
+            return retry.popleft()
+        if exhausted:
+            return None
+        t = next(tasks, None)
+        exhausted = t is None
+        return t
+
+    def replace(i: int, outcome: Outcome) -> None:
+        w = pool[i]
+        w.stop(kill=True)
+        w.tasks.popleft()
+        retry.extend(w.tasks)  # not started: run them on another worker
+        pool[i] = _Worker(ctx, job, limits)
+        on_outcome(outcome)
+
     try:
         for _ in range(workers):
             pool.append(_Worker(ctx, job, limits))
         while True:
             for i, w in enumerate(pool):
-                if w.task is None and not exhausted:
-                    if w.done >= max_tasks_per_child:  # recycle: bounds slow leaks in parsers
-                        w.stop()
-                        w = pool[i] = _Worker(ctx, job, limits)
-                    nxt = next(tasks, None)
-                    if nxt is None:
-                        exhausted = True
-                    else:
-                        w.send(nxt)
-            busy = [w for w in pool if w.task is not None]
+                if not w.tasks and w.done >= max_tasks_per_child:  # bounds slow leaks
+                    w.stop()
+                    w = pool[i] = _Worker(ctx, job, limits)
+                while len(w.tasks) < _DEPTH and w.done + len(w.tasks) < max_tasks_per_child:
+                    t = next_task()
+                    if t is None:
+                        break
+                    w.send(t)
+            busy = [w for w in pool if w.tasks]
             if not busy:
                 return
             now = time.perf_counter()
             timeout = max(0.0, min(w.started + limits.seconds for w in busy) - now)
             ready = wait([w.conn for w in busy], timeout=timeout)
             for i, w in enumerate(pool):
-                if w.task is None:
+                if not w.tasks:
                     continue
-                task = w.task
+                task = w.tasks[0]
+                elapsed = time.perf_counter() - w.started
                 if w.conn in ready:
                     try:
                         key, status, value, code, message, secs = w.conn.recv()
                     except (EOFError, OSError):
                         w.proc.join(5)
-                        outcome = Outcome(
-                            task.key,
-                            "crashed",
-                            None,
-                            "crashed",
-                            _death_message(w.proc.exitcode),
-                            time.perf_counter() - w.started,
-                        )
-                        w.stop(kill=True)
-                        pool[i] = _Worker(ctx, job, limits)
-                        on_outcome(outcome)
+                        msg = _death_message(w.proc.exitcode)
+                        replace(i, Outcome(task.key, "crashed", None, "crashed", msg, elapsed))
                         continue
-                    w.task = None
+                    w.tasks.popleft()
+                    w.started = time.perf_counter()
                     w.done += 1
                     on_outcome(Outcome(key, status, value, code, message, secs))
-                elif time.perf_counter() - w.started >= limits.seconds:
-                    w.stop(kill=True)
-                    pool[i] = _Worker(ctx, job, limits)
-                    on_outcome(
-                        Outcome(
-                            task.key,
-                            "timeout",
-                            None,
-                            "timeout",
-                            f"gave no result within the {limits.seconds:g} s time limit",
-                            time.perf_counter() - w.started,
-                        )
-                    )
+                elif elapsed >= limits.seconds:
+                    msg = f"gave no result within the {limits.seconds:g} s time limit"
+                    replace(i, Outcome(task.key, "timeout", None, "timeout", msg, elapsed))
     finally:
         for w in pool:
-            w.stop(kill=w.task is not None)
+            w.stop(kill=bool(w.tasks))
 
 
 # ---------------------------------------------------------------------------- dask
@@ -325,7 +336,7 @@ def run_tasks(
     workers: int | None = None,
     limits: Limits | None = None,
     dask_address: str | None = None,
-    max_tasks_per_child: int = 2000,
+    max_tasks_per_child: int = 10_000,
 ) -> None:
     """Run ``job(task.payload)`` for every task in isolated worker processes.
 
