@@ -414,6 +414,207 @@ def catalog_report(
     out.print(f"report written to [bold]{path}[/]")
 
 
+# --------------------------------------------------------------------------- particles
+particles_app = typer.Typer(
+    help="Immunogold particles: detect, train, evaluate, synth.", no_args_is_help=True
+)
+app.add_typer(particles_app, name="particles")
+
+
+def _classes(text: str) -> tuple[float, ...]:
+    try:
+        values = tuple(sorted(float(v) for v in text.split(",") if v.strip()))
+    except ValueError:
+        raise typer.BadParameter(
+            f"--classes takes sizes in nm like 6,12,18, not {text!r}"
+        ) from None
+    if not values or min(values) <= 0:
+        raise typer.BadParameter("--classes needs at least one positive size in nm")
+    return values
+
+
+@particles_app.command("detect")
+def particles_detect(
+    images: Annotated[list[Path], typer.Argument(help="Image files (any format emdig reads).")],
+    output: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path("particles"),
+    mask: Annotated[
+        Path | None,
+        typer.Option(
+            help="Region of interest: binary image (white = inside), polygon CSV or ImageJ ROI."
+        ),
+    ] = None,
+    pixel_size_nm: Annotated[
+        float | None,
+        typer.Option(
+            "--pixel-size-nm", min=1e-6, help="nm per pixel, for files without calibration."
+        ),
+    ] = None,
+    classes: Annotated[str, typer.Option(help="Nominal sizes in nm.")] = "6,12,18",
+    model: Annotated[
+        str, typer.Option(help="Registry name or .safetensors path.")
+    ] = "particles-default",
+    threshold: Annotated[float, typer.Option(min=0.01, max=0.99, help="Peak probability.")] = 0.5,
+    fmt: Annotated[
+        str | None, typer.Option("--format", help="Also write 'golddigger' CSVs.")
+    ] = None,
+    workers: Annotated[int, typer.Option("--workers", "-j", min=1)] = 1,
+    catalog: CatalogOpt = None,
+) -> None:
+    """Detect, size (nm) and class gold particles; write CSV, overlay, histogram and summary."""
+    from .particles.pipeline import DetectOptions, detect_files
+
+    if fmt not in (None, "golddigger"):
+        raise typer.BadParameter("--format takes only 'golddigger'")
+    opts = DetectOptions(
+        model=model,
+        classes_nm=_classes(classes),
+        pixel_size_nm=pixel_size_nm,
+        mask=str(mask) if mask else None,
+        threshold=threshold,
+        golddigger=fmt == "golddigger",
+    )
+    progress = Progress(
+        TextColumn("[bold]detect"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        disable=not err.is_terminal,
+    )
+    task = progress.add_task("detect", total=None)
+    try:
+        with progress, _open_catalog(catalog, create=True) as cat:
+            s = detect_files(
+                images,
+                out=output,
+                options=opts,
+                catalog=cat,
+                workers=workers,
+                on_total=lambda n: progress.update(task, total=n),
+                on_progress=lambda _o: progress.advance(task),
+            )
+    except EmdigError as e:
+        raise _fail(e) from None
+    except KeyboardInterrupt:
+        err.print("[yellow]interrupted[/]: finished images are saved; run again to resume")
+        raise typer.Exit(130) from None
+    t = Table(
+        title=f"particles ({s.analysed} analysed, {s.skipped} files already done)",
+        header_style="bold",
+    )
+    cls = opts.classes_nm
+    for c in ("image", *(f"{c:g} nm" for c in cls), "µm²", *(f"{c:g} nm/µm²" for c in cls)):
+        t.add_column(c, justify="left" if c == "image" else "right")
+    for r in s.rows:
+        t.add_row(
+            str(r["image"]),
+            *(str(r[f"n_{c:g}nm"]) for c in cls),
+            f"{r['region_um2']:.3g}",
+            *(f"{r[f'density_{c:g}nm_per_um2'] or 0:.3g}" for c in cls),
+        )
+    out.print(t)
+    for _path, code, message in s.failures:
+        err.print(f"[red]{code}[/] {message}", highlight=False, soft_wrap=True)
+    out.print(f"outputs in [bold]{output}[/] (summary.csv, per-image CSV, overlay, histogram)")
+    raise typer.Exit(EXIT_FAILED_ITEMS if s.failures else 0)
+
+
+@particles_app.command("evaluate")
+def particles_evaluate(
+    pred: Annotated[Path, typer.Argument(help="Detections: CSV, ImageJ results or ROI zip.")],
+    truth: Annotated[Path, typer.Option("--truth", help="Ground truth, same formats.")],
+    pixel_size_nm: Annotated[float | None, typer.Option("--pixel-size-nm")] = None,
+    classes: Annotated[str, typer.Option(help="Classes scored, nm.")] = "6,12,18",
+    region: Annotated[
+        str | None,
+        typer.Option(help="'hull': only predictions within the dilated convex hull of the truth."),
+    ] = None,
+    margin_px: Annotated[float, typer.Option(help="Hull dilation, px.")] = 50.0,
+    radius_px: Annotated[
+        float | None, typer.Option(help="Match radius [default: half the class diameter].")
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Precision, recall and F1 per class, class confusion and diameter error."""
+    from .particles.annotations import read_annotations
+    from .particles.evaluate import evaluate
+
+    if region not in (None, "hull"):
+        raise typer.BadParameter("--region takes only 'hull'")
+    try:
+        p = read_annotations(pred, pixel_size_nm=pixel_size_nm)
+        t = read_annotations(truth, pixel_size_nm=pixel_size_nm)
+        px = pixel_size_nm or 1.0
+        e = evaluate(
+            p,
+            t,
+            pixel_size_nm=px,
+            classes_nm=_classes(classes),
+            radius_px=radius_px,
+            region=region,
+            margin_px=margin_px,
+        )
+    except EmdigError as ex:
+        raise _fail(ex) from None
+    if as_json:
+        out.print_json(json.dumps(e))
+        return
+    tb = Table(title="particle detection vs truth", header_style="bold")
+    for c in ("class", "precision", "recall", "F1", "tp", "fp", "fn"):
+        tb.add_column(c, justify="right")
+
+    def fmt(v: Any) -> str:
+        return "–" if v is None else f"{v:.3f}" if isinstance(v, float) else str(v)
+
+    for name, d in [
+        ("any (detection)", e["detection"]),
+        ("with class", e["classified"]),
+        *((f"{k} nm", v) for k, v in e["per_class"].items()),
+    ]:
+        tb.add_row(name, *(fmt(d.get(k)) for k in ("precision", "recall", "f1", "tp", "fp", "fn")))
+    out.print(tb)
+    de = e["diameter_error_nm"]
+    out.print(
+        f"diameter error over {de['n']} matched: median |error| {fmt(de['median_abs'])} nm, "
+        f"mean signed {fmt(de['mean_signed'])} nm"
+    )
+
+
+@particles_app.command("synth")
+def particles_synth(
+    n: Annotated[int, typer.Option("--n", min=1, help="Images to write.")] = 8,
+    output: Annotated[Path, typer.Option("--out", "-o")] = Path("synthetic-fril"),
+    size: Annotated[int, typer.Option(help="Image side, px.")] = 1024,
+    seed: Annotated[int, typer.Option()] = 0,
+) -> None:
+    """Write synthetic FRIL images (TIFF with pixel size) and their ground truth CSV."""
+    import tifffile
+
+    from .particles.annotations import Points
+    from .particles.synth import SynthConfig, synth_batch
+
+    output.mkdir(parents=True, exist_ok=True)
+    parts = []
+    for k, s in enumerate(synth_batch(SynthConfig(shape=(size, size)), n, seed=seed)):
+        name = f"synth_{k:03d}.tif"
+        px = 1.0 / s.pixel_size_nm  # ImageJ calibration: pixels per nm
+        tifffile.imwrite(
+            output / name, s.image, imagej=True, resolution=(px, px), metadata={"unit": "nm"}
+        )
+        p = s.particles
+        parts.append(
+            Points.create(
+                image=name,
+                x_px=p["x_px"],
+                y_px=p["y_px"],
+                diameter_nm=p["diameter_nm"],
+                class_nm=p["class_nm"],
+            )
+        )
+    Points.concat(parts).to_csv(output / "truth.csv")
+    out.print(f"wrote {n} images and truth.csv to [bold]{output}[/]")
+
+
 # -------------------------------------------------------------------------------- demo
 @app.command("demo")
 def demo_cmd(

@@ -112,6 +112,29 @@ MIGRATIONS: tuple[str, ...] = (
         path, format, signal, mode, detector, instrument, tokenize = 'unicode61'
     );
     """,
+    # v2: immunogold particle detections, one row per analysed image and per particle
+    """
+    CREATE TABLE particle_images (
+        id INTEGER PRIMARY KEY,
+        key TEXT NOT NULL UNIQUE,
+        path TEXT NOT NULL,
+        sha256 TEXT,
+        image_index INTEGER NOT NULL,
+        model TEXT NOT NULL,
+        params TEXT NOT NULL,
+        pixel_size_nm REAL,
+        summary TEXT NOT NULL,
+        outputs TEXT,
+        run_id INTEGER REFERENCES runs(id),
+        added_at TEXT NOT NULL
+    );
+    CREATE TABLE particles (
+        image_id INTEGER NOT NULL REFERENCES particle_images(id) ON DELETE CASCADE,
+        x_px REAL NOT NULL, y_px REAL NOT NULL, x_nm REAL, y_nm REAL,
+        diameter_nm REAL, class_nm REAL, score REAL
+    );
+    CREATE INDEX particles_image ON particles(image_id);
+    """,
 )
 
 #: Columns users may filter and sort on, with their SQL and type.
@@ -544,6 +567,50 @@ class Catalog:
             "by_detector": group("coalesce(m.detector, 'unknown')"),
             "by_voltage_kv": group("coalesce(CAST(round(m.voltage_kv) AS INTEGER), 'unknown')"),
         }
+
+    # ------------------------------------------------------------------- particles
+    def particle_image(self, key: str) -> dict[str, Any] | None:
+        """A stored particle analysis by its key, or None."""
+        row = self.conn.execute("SELECT * FROM particle_images WHERE key = ?", (key,)).fetchone()
+        if row is None:
+            return None
+        d = dict(row)
+        d["summary"] = json.loads(d["summary"])
+        d["outputs"] = json.loads(d["outputs"] or "{}")
+        return d
+
+    def add_particle_image(
+        self,
+        key: str,
+        *,
+        path: str,
+        sha256: str | None,
+        image_index: int,
+        model: str,
+        params: dict[str, Any],
+        pixel_size_nm: float | None,
+        summary: dict[str, Any],
+        outputs: dict[str, str],
+        rows: Sequence[tuple[float, ...]],
+        run_id: int | None = None,
+    ) -> None:
+        """Store one image's detections (``rows``: x_px, y_px, x_nm, y_nm, diameter_nm,
+        class_nm, score); replaces an earlier analysis with the same key. Run inside
+        :meth:`transaction`."""
+        self.conn.execute("DELETE FROM particle_images WHERE key = ?", (key,))
+        cur = self.conn.execute(
+            "INSERT INTO particle_images(key, path, sha256, image_index, model, params,"
+            " pixel_size_nm, summary, outputs, run_id, added_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (key, path, sha256, image_index, model, json.dumps(params, sort_keys=True),
+             pixel_size_nm, json.dumps(summary), json.dumps(outputs), run_id, _now()),
+        )  # fmt: skip
+        image_id = int(cur.lastrowid or 0)
+        self.conn.executemany(
+            "INSERT INTO particles(image_id, x_px, y_px, x_nm, y_nm, diameter_nm, class_nm, score)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            [(image_id, *r) for r in rows],
+        )
 
     def file_count(self) -> dict[str, int]:
         rows = self.conn.execute("SELECT status, count(*) FROM files GROUP BY status")

@@ -28,6 +28,7 @@ import os
 import struct
 import tempfile
 import zipfile
+import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -159,7 +160,7 @@ class Points:
         n = x.shape[0]
         names = np.asarray(image, dtype=str)
         if names.ndim == 0:
-            names = np.full(n, str(names), dtype=names.dtype if n else str)
+            names = np.full(n, str(names))
         return cls(
             image=names,
             x_px=x,
@@ -260,7 +261,8 @@ def _atomic_write(path: Path, data: bytes) -> None:
 # delimited text tables
 
 
-def _read_bytes(path: Path, limit: int) -> bytes:
+def _read_bytes(path: Path, limit: int, *, head: int | None = None) -> bytes:
+    """The file's bytes (or its first ``head`` bytes) after checking its size against ``limit``."""
     try:
         size = path.stat().st_size
         if size > limit:
@@ -269,7 +271,7 @@ def _read_bytes(path: Path, limit: int) -> bytes:
                 path=path,
             )
         with path.open("rb") as f:
-            data = f.read(limit + 1)
+            data = f.read(limit + 1 if head is None else head)
     except EmdigError:
         raise
     except OSError as e:
@@ -322,7 +324,8 @@ def _read_table(path: Path) -> _Table:
             rows.append((reader.line_num, cells))
     except csv.Error as e:
         raise CorruptFile(f"line {reader.line_num}: not valid CSV ({e})", path=path) from None
-    assert header is not None  # a non-blank line exists
+    if header is None:
+        raise EmptyFile("the file has no header line (only empty cells)", path=path)
     return _Table(header=header, rows=rows)
 
 
@@ -353,9 +356,7 @@ def _number(
     return value
 
 
-def _column(
-    table: _Table, col: int | None, name: str, path: Path, *, required: bool
-) -> FloatArray:
+def _column(table: _Table, col: int | None, name: str, path: Path, *, required: bool) -> FloatArray:
     if col is None:
         return np.full(len(table.rows), np.nan)
     return np.array(
@@ -490,13 +491,17 @@ def read_imagej_results(
     path = Path(path)
     _check_pixel_size(pixel_size_nm)
     nm_per_unit = _nm_per_unit(unit, pixel_size_nm)
-    if unit != "px" and pixel_size_nm is None:
+    table = _read_table(path)
+    if unit == "px":
+        px_per_unit = 1.0
+    elif pixel_size_nm is None:
         raise MissingCalibration(
             f"ImageJ Results coordinates are in {unit}; pass pixel_size_nm (nm per pixel of the "
             "annotated image) to convert them to pixels, or unit='px' if they are pixels",
             path=path,
         )
-    table = _read_table(path)
+    else:
+        px_per_unit = float(nm_per_unit or 1.0) / pixel_size_nm
     xc, yc = table.index("X"), table.index("Y")
     xname, yname = "X", "Y"
     if xc is None or yc is None:
@@ -510,7 +515,6 @@ def read_imagej_results(
         )
     x = _column(table, xc, xname, path, required=True)
     y = _column(table, yc, yname, path, required=True)
-    px_per_unit = 1.0 if unit == "px" else (nm_per_unit or 1.0) / float(pixel_size_nm or 1.0)
     x_px, y_px = x * px_per_unit, y * px_per_unit
     if len(x_px) and max(np.abs(x_px).max(), np.abs(y_px).max()) > MAX_COORDINATE_PX:
         worst = max(np.abs(x).max(), np.abs(y).max())
@@ -717,12 +721,16 @@ def _roi_property(roi: _Roi, key: str, where: str) -> float:
     try:
         return float(text)
     except ValueError:
-        raise CorruptFile(f"ROI property {key!r} is {text[:40]!r}, not a number", path=where) from None
+        raise CorruptFile(
+            f"ROI property {key!r} is {text[:40]!r}, not a number", path=where
+        ) from None
 
 
 def _rois_to_points(
-    rois: Sequence[tuple[_Roi, str]], default_image: str, pixel_size_nm: float | None
+    rois: Sequence[tuple[_Roi, str]], path: Path, image: str | None, pixel_size_nm: float | None
 ) -> Points:
+    """One table from parsed ROIs; ROIs naming their image are filtered by ``image``."""
+    default_image = path.stem if image is None else image
     parts = []
     for roi, where in rois:
         n = roi.x.shape[0]
@@ -740,7 +748,10 @@ def _rois_to_points(
                 score=_roi_property(roi, "score", where),
             )
         )
-    return Points.concat(parts)
+    points = Points.concat(parts)
+    if any("image" in roi.properties for roi, _ in rois):
+        return _select_image(points, image, path)
+    return points
 
 
 def read_imagej_roi(
@@ -753,24 +764,7 @@ def read_imagej_roi(
     path = Path(path)
     _check_pixel_size(pixel_size_nm)
     roi = _parse_roi(_read_bytes(path, MAX_ROI_BYTES), str(path))
-    points = _rois_to_points([(roi, str(path))], path.stem, pixel_size_nm)
-    return _select_image(points, image, path) if "image" in roi.properties else points_named(
-        points, image
-    )
-
-
-def points_named(points: Points, image: str | None) -> Points:
-    """``points`` with every row's image set to ``image`` (unchanged if None)."""
-    if image is None:
-        return points
-    return Points(
-        image=np.full(len(points), image, dtype=np.asarray(image, dtype=str).dtype),
-        x_px=points.x_px,
-        y_px=points.y_px,
-        diameter_nm=points.diameter_nm,
-        class_nm=points.class_nm,
-        score=points.score,
-    )
+    return _rois_to_points([(roi, str(path))], path, image, pixel_size_nm)
 
 
 def _iter_roi_members(path: Path) -> Iterator[tuple[bytes, str]]:
@@ -815,9 +809,7 @@ def _iter_roi_members(path: Path) -> Iterator[tuple[bytes, str]]:
             try:
                 with zf.open(info) as f:
                     data = f.read(MAX_ROI_BYTES + 1)
-            except (zipfile.BadZipFile, OSError, EOFError, NotImplementedError) as e:
-                raise CorruptFile(f"cannot decompress: {e}", path=where) from None
-            except Exception as e:  # zlib.error and friends from damaged streams
+            except (zipfile.BadZipFile, OSError, EOFError, NotImplementedError, zlib.error) as e:
                 raise CorruptFile(f"cannot decompress: {e}", path=where) from None
             if len(data) > MAX_ROI_BYTES:
                 raise ArchiveError("the member is larger than its header declares", path=where)
@@ -863,17 +855,13 @@ def read_imagej_roi_zip(
     """
     path = Path(path)
     _check_pixel_size(pixel_size_nm)
-    _read_bytes(path, 2**62)  # existence, readability and emptiness, with the usual messages
+    # existence, readability and emptiness, with the usual messages
+    _read_bytes(path, MAX_ROI_TOTAL_BYTES, head=4)
     rois = [(_parse_roi(data, where), where) for data, where in _iter_roi_members(path)]
-    points = _rois_to_points(rois, path.stem if image is None else image, pixel_size_nm)
-    if any("image" in roi.properties for roi, _ in rois):
-        return _select_image(points, image, path)
-    return points
+    return _rois_to_points(rois, path, image, pixel_size_nm)
 
 
-def _encode_point_roi(
-    x: float, y: float, name: str, properties: str, where: str
-) -> bytes:
+def _encode_point_roi(x: float, y: float, name: str, properties: str, where: str) -> bytes:
     # ImageJ's header holds integer bounds in shorts read back as -5000..60535
     if not (-5000 <= x < 60535 and -5000 <= y < 60535):
         raise ValueError(f"{where}: point ({x}, {y}) is outside ImageJ's -5000..60535 px range")
@@ -983,13 +971,15 @@ def read_annotations(
     """
     path = Path(path)
     _check_pixel_size(pixel_size_nm)
-    head = _read_bytes(path, 2**62)[:65536] if path.is_file() else _read_bytes(path, 0)
+    head = _read_bytes(path, max(MAX_TABLE_BYTES, MAX_ROI_TOTAL_BYTES), head=65536)
     if head.startswith(b"PK"):
         return read_imagej_roi_zip(path, image=image, pixel_size_nm=pixel_size_nm)
     if head.startswith(_ROI_MAGIC):
         return read_imagej_roi(path, image=image, pixel_size_nm=pixel_size_nm)
     text = _decode_text(head, path)
     first = next((line for line in text.splitlines() if line.strip()), "")
+    if not first:
+        raise EmptyFile("the file has no header line (only blank lines)", path=path)
     delimiter = "\t" if "\t" in first and "," not in first else ","
     header = {c.strip() for c in next(csv.reader([first], delimiter=delimiter), [])}
     if "x_px" in header:

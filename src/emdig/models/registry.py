@@ -1,0 +1,54 @@
+"""Model registry: a name -> weights file, sha256, input pixel size and normalisation.
+
+Shipped models live beside this file. A name not listed here is an error, never a silent
+fallback; a path to a ``.safetensors`` file with its ``.json`` config is accepted as is.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import ModelError
+
+__all__ = ["MODELS", "ModelEntry", "resolve_model"]
+
+HERE = Path(__file__).resolve().parent
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """A shipped model: its file (beside this module), hash, task, scale and normalisation."""
+
+    file: str
+    sha256: str
+    task: str
+    pixel_size_nm: float
+    normalisation: str
+    recipe: str
+
+    @property
+    def path(self) -> Path:
+        return HERE / self.file
+
+
+MODELS: dict[str, ModelEntry] = {}
+
+
+def resolve_model(name_or_path: str | Path, *, task: str) -> tuple[Path, str | None]:
+    """``(weights path, expected sha256 or None)`` for a registry name or a file path."""
+    key = str(name_or_path)
+    if key in MODELS:
+        entry = MODELS[key]
+        if entry.task != task:
+            raise ModelError(f"model {key!r} is a {entry.task} model, not a {task} model")
+        if not entry.path.is_file():
+            raise ModelError(
+                f"shipped model {key!r} is missing from the installation", path=entry.path
+            )
+        return entry.path, entry.sha256
+    p = Path(name_or_path)
+    if p.suffix == ".safetensors" or p.is_file():
+        return p, None
+    known = ", ".join(sorted(k for k, v in MODELS.items() if v.task == task)) or "none"
+    raise ModelError(f"unknown model {key!r}: give a .safetensors path or one of: {known}")
