@@ -49,14 +49,14 @@ class DetectionResult:
 def info_strip_rows(image: np.ndarray) -> int:
     """Rows at the bottom that form a dark information strip (scale bar, labels); 0 if none.
 
-    A row belongs to the strip when most of its pixels are darker than a tenth of the way
+    A row belongs to the strip when over half its pixels are darker than a tenth of the way
     from the image's 1st percentile to its median.
     """
     a = np.asarray(image, dtype=np.float32)
     lo, mid = np.percentile(a[:: max(1, a.shape[0] // 256), :: max(1, a.shape[1] // 256)], [1, 50])
     if mid - lo < 1e-6:
         return 0
-    dark = (a < lo + 0.1 * (mid - lo)).mean(axis=1) > 0.8
+    dark = (a < lo + 0.1 * (mid - lo)).mean(axis=1) > 0.5  # bars and labels sit on the strip
     n = 0
     for is_dark in dark[::-1]:
         if not is_dark:

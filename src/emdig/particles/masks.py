@@ -27,7 +27,7 @@ def polygon_mask(shape: tuple[int, int], polygons: list[np.ndarray]) -> np.ndarr
         pts = [(float(x), float(y)) for x, y in poly]
         if len(pts) >= 3:
             draw.polygon(pts, fill=1)
-    return np.asarray(img, dtype=bool)
+    return np.array(img, dtype=bool)
 
 
 def _read_polygon_csv(path: Path) -> list[np.ndarray]:

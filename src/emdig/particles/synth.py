@@ -47,6 +47,7 @@ import io
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -95,7 +96,10 @@ NEGATIVE_DTYPE = np.dtype(
 # The MPFI images are 2048 px wide with a 67-row information strip; other widths scale it.
 _STRIP_ROWS_AT_2048 = 67
 _SUB = 3  # sub-pixels per axis for anti-aliased gold
-_FACET = np.float32(0.2)  # exponent of the projected-thickness profile (0.5 for a sphere)
+_FACET = np.float32(0.2)
+_KNEE = np.float32(
+    210.0
+)  # grey level where highlights begin to roll off  # exponent of the projected-thickness profile (0.5 for a sphere)
 
 
 @dataclass(frozen=True)
@@ -190,16 +194,16 @@ class SynthConfig:
     negative_density_per_um2: float = 40.0
     negative_kinds: tuple[str, ...] = NEGATIVE_KINDS
     imp_density_per_um2: tuple[float, float] = (300.0, 1800.0)
-    background_range: tuple[float, float] = (140.0, 200.0)
+    background_range: tuple[float, float] = (130.0, 195.0)
     contrast_range: tuple[float, float] = (0.85, 1.15)
     gold_attenuation_nm_range: tuple[float, float] = (4.2, 6.0)
     gold_edge_nm_range: tuple[float, float] = (0.9, 1.3)
     relief_range: tuple[float, float] = (0.5, 1.0)
-    texture_range: tuple[float, float] = (0.04, 0.08)
+    texture_range: tuple[float, float] = (0.05, 0.10)
     blur_nm_range: tuple[float, float] = (0.5, 0.75)
     halo_range: tuple[float, float] = (0.0, 0.12)
     noise_range: tuple[float, float] = (5.5, 9.0)
-    gradient_range: tuple[float, float] = (0.0, 0.3)
+    gradient_range: tuple[float, float] = (0.0, 0.6)
     jpeg_quality_range: tuple[int, int] | None = (80, 95)
     info_strip: bool = False
     invert_probability: float = 0.0
@@ -260,7 +264,7 @@ class SynthConfig:
             qlo, qhi = self.jpeg_quality_range
             if not 1 <= qlo <= qhi <= 100:
                 raise ValueError(f"jpeg_quality_range must lie in [1, 100], got {qlo, qhi}")
-        if self.info_strip and rows - strip_rows(cols) < 32:
+        if self.info_strip and rows - _strip_rows(cols) < 32:
             raise ValueError(f"shape {self.shape} leaves too little room above the info strip")
 
 
@@ -300,7 +304,7 @@ class SynthImage:
     seed: int
 
 
-def strip_rows(cols: int) -> int:
+def _strip_rows(cols: int) -> int:
     """Height in px of the information strip for an image ``cols`` px wide."""
     return max(16, round(_STRIP_ROWS_AT_2048 * cols / 2048))
 
@@ -363,7 +367,7 @@ def _draw_look(rng: np.random.Generator, cfg: SynthConfig) -> _Look:
         jpeg_quality=q,
         invert=bool(rng.random() < cfg.invert_probability),
         gold_angle=rng.uniform(0.0, math.pi),
-        texture_beta=rng.uniform(1.6, 2.5),
+        texture_beta=rng.uniform(2.0, 2.8),
         grain_nm=rng.uniform(1.8, 3.5),
         grain_relief=rng.uniform(0.3, 1.0),
     )
@@ -393,8 +397,8 @@ class _Field:
 
     def _k(self, p: F32, c: F32) -> tuple[F32, F32]:
         d = p[:, None] - c[None, :]
-        k = np.exp(d * d * np.float32(-0.5 / self.sigma**2)) / self.norm
-        return k, k * d * np.float32(-1.0 / self.sigma**2)
+        k = (np.exp(d * d * np.float32(-0.5 / self.sigma**2)) / self.norm).astype(np.float32)
+        return k, (k * d * np.float32(-1.0 / self.sigma**2)).astype(np.float32)
 
     def coarse(self, rows: int, cols: int, q: int | None = None) -> tuple[int, F32, F32, F32]:
         """Step q and the field with its x and y derivatives (per px) every q px.
@@ -458,8 +462,8 @@ def _membranes(
     wiggle = _upsample(wig, qw, rows, cols)
     # a large-scale field (cells, vesicles, folds) and a finer one (membrane details)
     for sigma_nm, n_levels, p in (
-        (rng.uniform(200.0, 450.0), int(rng.integers(2, 5)), (0.25, 0.25, 0.05, 0.35, 0.1)),
-        (rng.uniform(80.0, 160.0), int(rng.integers(0, 3)), (0.5, 0.25, 0.2, 0.05, 0.0)),
+        (rng.uniform(150.0, 400.0), int(rng.integers(2, 6)), (0.25, 0.25, 0.05, 0.35, 0.1)),
+        (rng.uniform(60.0, 140.0), int(rng.integers(1, 4)), (0.5, 0.25, 0.2, 0.05, 0.0)),
     ):
         if n_levels == 0:
             continue
@@ -475,12 +479,12 @@ def _membranes(
                 w = rng.uniform(1.5, 5.0) / s
                 z = _sigmoid((fgrid - c) / w)
                 h_lut += sign * rng.uniform(3.0, 15.0) * z
-                b_lut += rng.uniform(-0.22, 0.22) * z
+                b_lut += rng.uniform(-0.3, 0.3) * z
             elif kind == "dome":  # a vesicle or bulging face: broad relief
                 w = rng.uniform(10.0, 50.0) / s
                 z = _sigmoid((fgrid - c) / w)
-                h_lut += sign * rng.uniform(20.0, 100.0) * z
-                b_lut += rng.uniform(-0.15, 0.2) * z
+                h_lut += sign * rng.uniform(20.0, 120.0) * z
+                b_lut += rng.uniform(-0.25, 0.25) * z
             elif kind == "ridge":
                 w = rng.uniform(3.0, 8.0) / s
                 h_lut += sign * rng.uniform(2.0, 8.0) * np.exp(-0.5 * ((fgrid - c) / w) ** 2)
@@ -504,27 +508,24 @@ def _membranes(
         f -= np.float32(_LUT_LO)
         f *= np.float32(inv_df)
         np.clip(f, 0, _LUT_N - 1, out=f)
-        idx = f.astype(np.intp)
+        idx = f.astype(np.int32)
         # the relief and the folds wax and wane along their course
         _, along, _, _ = _Field(rng, rows, cols, s * 0.7).coarse(rows, cols, q)
         mod = (0.5 * (1.0 + np.tanh(1.5 * along + 0.75))).astype(np.float32)
         fu = fx * np.float32(look.ux) + fy * np.float32(look.uy)
         fu = _upsample(fu * (np.float32(0.3) + np.float32(0.7) * mod), q, rows, cols)
+        # one gather for two tables: relief slope (real) and face brightness (imaginary)
+        both = np.take((dh_lut + 1j * b_lut).astype(np.complex64), idx)
+        fu *= both.real
+        slope += fu
+        if b_lut.any():
+            logb += both.imag
         if t_lut.any():
-            # one gather for both tables: relief slope (real) and fold absorbance (imaginary)
-            both = np.take((dh_lut + 1j * t_lut).astype(np.complex64), idx)
-            fu *= both.real
-            slope += fu
             # where the field is nearly flat a level set is not a line: fade folds out there
             gate = np.minimum((fx * fx + fy * fy) * np.float32(s * s / 0.25), np.float32(1.0))
             gate = _upsample(gate * mod, q, rows, cols)
-            gate *= both.imag
+            gate *= np.take(t_lut.astype(np.float32), idx)
             tau += gate
-        else:
-            fu *= np.take(dh_lut, idx)
-            slope += fu
-        if b_lut.any():
-            logb += np.take(b_lut.astype(np.float32), idx)
     return slope, tau, logb
 
 
@@ -534,7 +535,10 @@ def _shade(slope: F32, relief: float) -> F32:
     r = a / (np.float32(0.35) + a)
     dark = np.float32(0.55 * relief)
     bright = np.float32(0.45 * relief)
-    return np.float32(1.0) + np.where(slope > 0, -dark, bright) * r
+    out = np.where(slope > 0, -dark, bright).astype(np.float32)
+    out *= r
+    out += np.float32(1.0)
+    return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -610,21 +614,22 @@ def _draw_zones(rng: np.random.Generator, rows: int, cols: int, px: float) -> li
 
 
 def _zone_tau(rng: np.random.Generator, zones: list[_Zone], rows: int, cols: int) -> F32 | None:
-    """Extra absorbance of the zones (their membrane is thicker with protein), soft-edged."""
+    """Extra absorbance of the zones (their membrane is thick with protein), soft-edged."""
     if not zones:
         return None
     q = 8
     yq = np.arange((rows - 1) // q + 2, dtype=np.float32)[:, None] * np.float32(q)
     xq = np.arange((cols - 1) // q + 2, dtype=np.float32)[None, :] * np.float32(q)
-    acc = np.zeros((yq.size, xq.size), np.float32)
+    absorb = np.zeros((yq.size, xq.size), np.float32)
     for z in zones:
         c, s = np.float32(math.cos(z.angle)), np.float32(math.sin(z.angle))
         ex = ((xq - np.float32(z.cx)) * c + (yq - np.float32(z.cy)) * s) / np.float32(z.rx)
         ey = ((yq - np.float32(z.cy)) * c - (xq - np.float32(z.cx)) * s) / np.float32(z.ry)
         rho = np.sqrt(ex * ex + ey * ey)
-        amp = np.float32(rng.uniform(0.0, 0.2))
-        acc += amp / (np.float32(1.0) + np.exp(np.float32(8.0) * (rho - np.float32(1.0))))
-    return _upsample(acc, q, rows, cols)
+        z = np.minimum(np.float32(8.0) * (rho - np.float32(1.0)), np.float32(50.0))
+        m = np.float32(1.0) / (np.float32(1.0) + np.exp(z))
+        absorb += np.float32(rng.uniform(0.0, 0.2)) * m
+    return _upsample(absorb, q, rows, cols)
 
 
 def _sample_points(
@@ -908,7 +913,7 @@ def _render_imps(
     y0 = rng.uniform(-5, rows + 4, n0)
     x0 = rng.uniform(-5, cols + 4, n0)
     faces = _Field(rng, rows, cols, rng.uniform(150.0, 400.0) / px)
-    keep = rng.random(n0) < 1.0 / (1.0 + np.exp(-4.0 * faces.at(y0, x0)))
+    keep = rng.random(n0) < 1.0 / (1.0 + np.exp(np.clip(-6.0 * faces.at(y0, x0) + 1.0, -50, 50)))
     ys = [y0[keep]]
     xs = [x0[keep]]
     for z in zones:
@@ -916,6 +921,14 @@ def _render_imps(
         zy, zx = z.sample(rng, k)
         ys.append(zy)
         xs.append(zx)
+        # IMPs in the zones clump into short chains and rosettes
+        for _ in range(2):
+            m = rng.random(zy.size) < 0.4
+            t = rng.uniform(0, 2 * math.pi, int(m.sum()))
+            d = rng.uniform(5.0, 9.0, t.size) / px
+            zy, zx = zy[m] + d * np.sin(t), zx[m] + d * np.cos(t)
+            ys.append(zy)
+            xs.append(zx)
     y = np.concatenate(ys)
     x = np.concatenate(xs)
     if y.size == 0:
@@ -930,7 +943,10 @@ def _render_imps(
     phi = rng.uniform(0, math.pi, n)
     c = np.cos(phi).astype(np.float32)[:, None, None]
     sn = np.sin(phi).astype(np.float32)[:, None, None]
-    dx, dy = (dx * c + dy * sn) / e, (dy * c - dx * sn) * e
+    dx, dy = (
+        ((dx * c + dy * sn) / e).astype(np.float32, copy=False),
+        ((dy * c - dx * sn) * e).astype(np.float32, copy=False),
+    )
     w = r * np.float32(0.1) + np.float32(0.5)
     # each crescent faces the shadow direction, give or take the local tilt of the membrane
     t = math.atan2(look.uy, look.ux) - phi + rng.normal(0.0, 0.4, n)
@@ -1034,15 +1050,21 @@ def _freqs(rows: int, cols: int) -> tuple[F32, F32]:
 
 def _texture(rng: np.random.Generator, rows: int, cols: int, look: _Look, px: float) -> F32:
     """Relative replica texture: power-law mottling and grain in the platinum thickness, and a
-    fine relief grain that the shadowing turns into bright and dark flecks."""
-    pr, pc = _good_size(rows), _good_size(cols)
+    fine relief grain that the shadowing turns into bright and dark flecks.
+
+    The grain is coarser than 4 px, so the field is drawn on a grid of half the pixel density
+    (a quarter of the cost) and interpolated; the camera noise supplies the pixel-level grain.
+    """
+    step = 2 if px < 0.8 else 1
+    gpx = px * step
+    pr, pc = _good_size((rows - 1) // step + 2), _good_size((cols - 1) // step + 2)
     fy, fx = _freqs(pr, pc)
-    fnm2 = (fy * fy + fx * fx) / np.float32(px * px)
-    f0 = np.float32(1.0 / 100.0)
+    fnm2 = (fy * fy + fx * fx) / np.float32(gpx * gpx)
+    f0 = np.float32(1.0 / 160.0)
     a_tex = (fnm2 + f0 * f0) ** np.float32(-look.texture_beta / 4)
     a_tex[0, 0] = 0.0
     a_tex /= np.float32(math.sqrt(float(np.mean(a_tex * a_tex))))
-    proj = (fx * np.float32(look.ux) + fy * np.float32(look.uy)) / np.float32(px)
+    proj = fx * np.float32(look.ux) + fy * np.float32(look.uy)
     a_rel = proj * np.exp(-fnm2 * np.float32((math.pi * look.grain_nm) ** 2 / 2))
     a_rel /= np.float32(math.sqrt(float(np.mean(a_rel * a_rel))) + 1e-12)
     # one noise for both: the same platinum granules make the albedo grain and the relief
@@ -1050,8 +1072,8 @@ def _texture(rng: np.random.Generator, rows: int, cols: int, look: _Look, px: fl
         a_rel * np.float32(look.texture * look.relief * look.grain_relief)
     )
     spec = _white(rng, a_tex.shape) * (amp * np.float32(_WHITE_SCALE * math.sqrt(pr * pc)))
-    out = np.fft.irfft2(spec, s=(pr, pc))[:rows, :cols]
-    return np.ascontiguousarray(out, dtype=np.float32)
+    out = np.fft.irfft2(spec, s=(pr, pc)).astype(np.float32, copy=False)
+    return _upsample(out, step, rows, cols)
 
 
 def _image_formation(rng: np.random.Generator, scene: F32, look: _Look) -> F32:
@@ -1062,7 +1084,7 @@ def _image_formation(rng: np.random.Generator, scene: F32, look: _Look) -> F32:
     pr, pc = _good_size(rows + 2 * pad), _good_size(cols + 2 * pad)
     top, left = (pr - rows) // 2, (pc - cols) // 2
     edges = max(top, left, pr - rows - top, pc - cols - left)
-    mode = "reflect" if min(rows, cols) > edges else "edge"
+    mode: Literal["reflect", "edge"] = "reflect" if min(rows, cols) > edges else "edge"
     big = np.pad(scene, ((top, pr - rows - top), (left, pc - cols - left)), mode=mode)
     spec = np.fft.rfft2(big)
     fy, fx = _freqs(pr, pc)
@@ -1198,7 +1220,7 @@ def synthesize(config: SynthConfig, *, seed: int | None = None) -> SynthImage:
     rng = np.random.default_rng(used)
     rows, cols = config.shape
     px = config.pixel_size_nm
-    h = rows - (strip_rows(cols) if config.info_strip else 0)
+    h = rows - (_strip_rows(cols) if config.info_strip else 0)
 
     look = _draw_look(rng, config)
     zones = _draw_zones(rng, h, cols, px)
@@ -1206,9 +1228,9 @@ def synthesize(config: SynthConfig, *, seed: int | None = None) -> SynthImage:
     negs, neg_aspect = _place_negatives(rng, config, look, h, cols, zones, placer)
 
     slope, tau, logb = _membranes(rng, look, h, cols, px)
-    zt = _zone_tau(rng, zones, h, cols)
-    if zt is not None:
-        tau += zt
+    zone = _zone_tau(rng, zones, h, cols)
+    if zone is not None:
+        tau += zone
     canvas = _Canvas(h, cols)
     _render_imps(canvas, rng, config, look, h, cols, zones)
     _render_negatives(canvas, rng, negs, neg_aspect, look, px)
@@ -1239,6 +1261,9 @@ def synthesize(config: SynthConfig, *, seed: int | None = None) -> SynthImage:
     img -= np.float32(look.bg)
     img *= np.float32(look.contrast)
     img += np.float32(look.bg + 0.5)
+    # highlights roll off softly (as in the camera's response), rather than clipping hard
+    hi = img > _KNEE
+    img[hi] = _KNEE + (255.0 - _KNEE) * np.tanh((img[hi] - _KNEE) / (255.0 - _KNEE))
     np.clip(img, 0.0, 255.0, out=img)
     content = img.astype(np.uint8)
     if look.invert:
