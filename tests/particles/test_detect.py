@@ -31,8 +31,14 @@ from emdig.particles.train import make_sample, train
 PX = 0.5587
 
 
-def discs(shape: tuple[int, int], pts: list[tuple[float, float, float]], *, px: float = PX,
-          noise: float = 4.0, seed: int = 0) -> np.ndarray:  # fmt: skip
+def discs(
+    shape: tuple[int, int],
+    pts: list[tuple[float, float, float]],
+    *,
+    px: float = PX,
+    noise: float = 4.0,
+    seed: int = 0,
+) -> np.ndarray:
     """Dark anti-aliased discs (x, y, diameter_nm) on a light background."""
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[0 : shape[0], 0 : shape[1]]
@@ -51,8 +57,13 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for k in range(4):
         s = synthesize(SynthConfig(shape=(384, 384)), seed=k)
         p = s.particles
-        pts = Points.create(image="s", x_px=p["x_px"], y_px=p["y_px"],
-                            diameter_nm=p["diameter_nm"], class_nm=p["class_nm"])  # fmt: skip
+        pts = Points.create(
+            image="s",
+            x_px=p["x_px"],
+            y_px=p["y_px"],
+            diameter_nm=p["diameter_nm"],
+            class_nm=p["class_nm"],
+        )
         samples.append(make_sample(s.image, pts, pixel_size_nm=PX, config=cfg, name=f"s{k}"))
     model, history = train(samples, config=cfg, steps=40, batch_size=8, crop=96, seed=1, every=40)
     assert history[-1]["loss"] < history[0].get("loss", 1e9) * 10
@@ -157,8 +168,9 @@ def test_masks(tmp_path: Path) -> None:
     (tmp_path / "a.roi").write_bytes(bytes(roi))
     r = load_mask(tmp_path / "a.roi", (60, 100))
     assert r[30, 50] and not r[5, 5]
-    hm = hull_mask(np.array([20.0, 80.0, 50.0]), np.array([20.0, 20.0, 40.0]), (60, 100),
-                   margin_px=5)  # fmt: skip
+    hm = hull_mask(
+        np.array([20.0, 80.0, 50.0]), np.array([20.0, 20.0, 40.0]), (60, 100), margin_px=5
+    )
     assert hm[25, 50] and not hm[55, 5]
 
 
@@ -195,16 +207,47 @@ def test_cli_detect_and_evaluate(tiny_model: Path, tmp_path: Path) -> None:
     s = synthesize(SynthConfig(shape=(300, 300)), seed=6)
     a = _tif(tmp_path / "b.tif", s.image, PX)
     runner = CliRunner()
-    r = runner.invoke(app, ["particles", "detect", str(a), "--model", str(tiny_model), "--out",
-                            str(tmp_path / "o"), "-c", str(tmp_path / "c.db"),
-                            "--classes", "5,10,15", "--threshold", "0.05"])  # fmt: skip
+    r = runner.invoke(
+        app,
+        [
+            "particles",
+            "detect",
+            str(a),
+            "--model",
+            str(tiny_model),
+            "--out",
+            str(tmp_path / "o"),
+            "-c",
+            str(tmp_path / "c.db"),
+            "--classes",
+            "5,10,15",
+            "--threshold",
+            "0.05",
+        ],
+    )
     assert r.exit_code == 0, r.output
     assert "5 nm" in r.output and "10 nm" in r.output
     p = s.particles
-    Points.create(image="b", x_px=p["x_px"], y_px=p["y_px"], diameter_nm=p["diameter_nm"],
-                  class_nm=p["class_nm"]).to_csv(tmp_path / "truth.csv")  # fmt: skip
-    r = runner.invoke(app, ["particles", "evaluate", str(tmp_path / "o" / "b.csv"), "--truth",
-                            str(tmp_path / "truth.csv"), "--pixel-size-nm", str(PX), "--json"])  # fmt: skip
+    Points.create(
+        image="b",
+        x_px=p["x_px"],
+        y_px=p["y_px"],
+        diameter_nm=p["diameter_nm"],
+        class_nm=p["class_nm"],
+    ).to_csv(tmp_path / "truth.csv")
+    r = runner.invoke(
+        app,
+        [
+            "particles",
+            "evaluate",
+            str(tmp_path / "o" / "b.csv"),
+            "--truth",
+            str(tmp_path / "truth.csv"),
+            "--pixel-size-nm",
+            str(PX),
+            "--json",
+        ],
+    )
     assert r.exit_code == 0, r.output
     e = json.loads(r.output)
     assert {"detection", "per_class", "confusion", "diameter_error_nm"} <= set(e)
