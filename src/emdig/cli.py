@@ -453,7 +453,10 @@ def particles_detect(
     model: Annotated[
         str, typer.Option(help="Registry name or .safetensors path.")
     ] = "particles-default",
-    threshold: Annotated[float, typer.Option(min=0.01, max=0.99, help="Peak probability.")] = 0.5,
+    threshold: Annotated[
+        float | None,
+        typer.Option(min=0.01, max=0.99, help="Peak probability (default: the model's)."),
+    ] = None,
     fmt: Annotated[
         str | None, typer.Option("--format", help="Also write 'golddigger' CSVs.")
     ] = None,

@@ -1,4 +1,8 @@
-"""Immunogold particles: synthetic training data (and, in time, detection and evaluation)."""
+"""Immunogold particles in freeze-fracture replica (FRIL) micrographs.
+
+:mod:`emdig.particles.synth` draws realistic synthetic micrographs with exact ground truth, for
+training and testing a detector.
+"""
 
 from __future__ import annotations
 

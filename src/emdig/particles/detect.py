@@ -90,28 +90,38 @@ def predict_maps(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Heat-map (probabilities) and diameter map (nm) at the model's scale, tiled without seams.
 
-    Tiles overlap by ``config.overlap`` on each side and only their centres are kept, so every
-    output pixel comes from a tile in which it is at least ``overlap`` pixels from the edge.
+    The image is split into as few equal tiles as fit in ``config.tile``; tiles overlap by
+    ``config.overlap`` on each side and only their centres are kept, so every output pixel comes
+    from a tile in which it is at least ``overlap`` pixels from the edge (more than the
+    network's receptive radius): the result does not depend on the tiling.
     """
     cfg = model.config
-    t, ov = cfg.tile, cfg.overlap
-    core = t - 2 * ov
+    ov, m = cfg.overlap, model.multiple
     h, w = image01.shape
-    ny, nx = max(1, math.ceil(h / core)), max(1, math.ceil(w / core))
-    padded = np.pad(image01, ((ov, ny * core - h + ov), (ov, nx * core - w + ov)), mode="reflect")
-    heat = np.zeros((ny * core, nx * core), np.float32)
+
+    def split(n: int) -> tuple[int, int]:  # as few, equal tiles as fit in config.tile
+        count = max(1, math.ceil(n / (cfg.tile - 2 * ov)))
+        core = math.ceil(math.ceil(n / count) / m) * m
+        return count, core
+
+    ny, cy = split(h)
+    nx, cx = split(w)
+    th, tw = cy + 2 * ov, cx + 2 * ov
+    pad_y, pad_x = ny * cy - h + ov, nx * cx - w + ov
+    padded = np.pad(image01, ((ov, pad_y), (ov, pad_x)), mode="reflect")
+    heat = np.zeros((ny * cy, nx * cx), np.float32)
     diam = np.zeros_like(heat)
-    origins = [(iy * core, ix * core) for iy in range(ny) for ix in range(nx)]
+    origins = [(iy * cy, ix * cx) for iy in range(ny) for ix in range(nx)]
     src = torch.from_numpy(np.ascontiguousarray(padded))
     for k in range(0, len(origins), batch):
         chunk = origins[k : k + batch]
-        tiles = torch.stack([src[y : y + t, x : x + t] for y, x in chunk])[:, None]
+        tiles = torch.stack([src[y : y + th, x : x + tw] for y, x in chunk])[:, None]
         out = model(tiles)
-        prob = torch.sigmoid(out[:, 0, ov : ov + core, ov : ov + core]).numpy()
-        dnm = out[:, 1, ov : ov + core, ov : ov + core].numpy()
+        prob = torch.sigmoid(out[:, 0, ov : ov + cy, ov : ov + cx]).numpy()
+        dnm = out[:, 1, ov : ov + cy, ov : ov + cx].numpy()
         for (y, x), p, d in zip(chunk, prob, dnm, strict=True):
-            heat[y : y + core, x : x + core] = p
-            diam[y : y + core, x : x + core] = d
+            heat[y : y + cy, x : x + cx] = p
+            diam[y : y + cy, x : x + cx] = d
     return heat[:h, :w], diam[:h, :w]
 
 
@@ -221,7 +231,7 @@ def detect(
     model: ParticleNet,
     classes_nm: Sequence[float] = DEFAULT_CLASSES_NM,
     mask: np.ndarray | None = None,
-    threshold: float = 0.5,
+    threshold: float | None = None,
     name: str = "image",
     progress: Callable[[float], None] | None = None,
 ) -> DetectionResult:
@@ -240,7 +250,7 @@ def detect(
     mask
         Region of interest, True inside, same shape as the image.
     threshold
-        Heat-map probability a peak needs.
+        Heat-map probability a peak needs; default the model's own (``config.threshold``).
     name
         Image name written to the table.
 
@@ -267,7 +277,7 @@ def detect(
     heat, dmap = predict_maps(model, small)
     if progress:
         progress(0.8)
-    fx, fy, score = _peaks(heat, threshold)
+    fx, fy, score = _peaks(heat, model.config.threshold if threshold is None else threshold)
     guess = np.clip(dmap[np.round(fy).astype(int), np.round(fx).astype(int)], 2.0, 60.0)
     # back to original pixels: model pixel centres map through the resampling geometry
     x = (fx + 0.5) / scale - 0.5

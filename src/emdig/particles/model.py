@@ -39,17 +39,20 @@ class ModelConfig:
         The particle diameters it was trained on (informative; classes are user-defined).
     heatmap_sigma
         Width of the centre Gaussians used in training, as a fraction of the radius.
+    threshold
+        Default peak probability for a detection, chosen on validation data by the recipe.
     normalisation
         ``"percentile"``: each image scaled so its 1st and 99th percentiles map to 0 and 1.
     """
 
     pixel_size_nm: float = 1.1174
     widths: tuple[int, ...] = (16, 32, 48)
-    tile: int = 256
+    tile: int = 1152
     overlap: int = 32
     sizes_nm: tuple[float, ...] = (6.0, 12.0, 18.0)
     heatmap_sigma: float = 0.35
     normalisation: str = "percentile"
+    threshold: float = 0.5
     trained_on: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> str:

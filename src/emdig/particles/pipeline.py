@@ -41,7 +41,7 @@ class DetectOptions:
     classes_nm: tuple[float, ...] = DEFAULT_CLASSES_NM
     pixel_size_nm: float | None = None
     mask: str | None = None
-    threshold: float = 0.5
+    threshold: float | None = None
     golddigger: bool = False
     threads: int = 0
 

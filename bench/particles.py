@@ -1,0 +1,228 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Particles benchmark: accuracy, speed, and the two baselines, measured in one run.
+
+Accuracy on the three real MPFI development images is leave-one-image-out: for each image the
+model scored on it was fine-tuned on the other two only (``recipes/particles_default.py
+finetune --exclude IMAGE``; built and cached under ``build/`` when missing). The synthetic-only
+base model, which saw no real image, is scored on all three as well. Scoring is
+:func:`emdig.particles.evaluate.evaluate` with the region proxy (convex hull of the annotations
+dilated by 50 px) and classes 6 and 12 nm, as the data's README prescribes.
+
+Also measured: F1 on held-out synthetic images (the shipped model); end-to-end time on one
+2048x2115 image (read, detect, CSV, overlay, histogram) on 2 threads; scikit-image ``blob_log``
+tuned by grid search (in-sample and leave-one-image-out); and Gold Digger's pix2pix U-Net-256
+generator over 256-px tiles (random weights: timing only), with our speed ratio against it.
+
+Run: ``python bench/particles.py`` (about 15 minutes on 2 cores the first time, when the
+leave-one-out models are trained; results in ``bench/results/particles.json``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
+
+from emdig.particles.annotations import Points  # noqa: E402
+from emdig.particles.detect import detect  # noqa: E402
+from emdig.particles.evaluate import evaluate  # noqa: E402
+from emdig.particles.model import load_model  # noqa: E402
+from emdig.particles.synth import SynthConfig, synth_batch  # noqa: E402
+from particles_baselines import (  # noqa: E402
+    load_immunogold,
+    score_blob_log,
+    time_golddigger,
+    tune_blob_log,
+)
+
+PX = 0.5587
+BUILD = ROOT / "build"
+BASE = BUILD / "particles-base" / "model.safetensors"
+SHIPPED = ROOT / "src" / "emdig" / "models" / "particles-default.safetensors"
+
+
+def log(msg: str) -> None:
+    print(f"[bench/particles {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def _recipe(*args: str) -> None:
+    cmd = [sys.executable, str(ROOT / "recipes" / "particles_default.py"), *args]
+    log(" ".join(cmd))
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+
+
+def loo_model(name: str) -> Path:
+    out = BUILD / f"particles-loo-{Path(name).stem}"
+    w = out / "model.safetensors"
+    if not w.is_file():
+        if not BASE.is_file():
+            _recipe("base", "--out", str(BASE.parent))
+        _recipe("finetune", "--init", str(BASE), "--out", str(out), "--exclude", name)
+    return w
+
+
+def score(
+    model_path: Path, images: dict[str, np.ndarray], truth: Points, names: list[str]
+) -> dict[str, Any]:
+    model = load_model(model_path)
+    preds = []
+    for n in names:
+        preds.append(detect(images[n], pixel_size_nm=PX, model=model, name=n).points)
+    pred = Points.concat(preds)
+    pred = pred[np.isin(pred.class_nm, (6.0, 12.0))]
+    t = Points.concat([truth.select(image=n) for n in names])
+    return evaluate(pred, t, pixel_size_nm=PX, classes_nm=(6, 12), region="hull")
+
+
+def synthetic_f1(model_path: Path, n: int = 12) -> dict[str, Any]:
+    model = load_model(model_path)
+    preds, truths = [], []
+    for k, s in enumerate(synth_batch(SynthConfig(shape=(768, 768)), n, seed=90_000)):
+        preds.append(
+            detect(s.image, pixel_size_nm=s.pixel_size_nm, model=model, name=f"s{k}").points
+        )
+        p = s.particles
+        truths.append(
+            Points.create(
+                image=f"s{k}",
+                x_px=p["x_px"],
+                y_px=p["y_px"],
+                diameter_nm=p["diameter_nm"],
+                class_nm=p["class_nm"],
+            )
+        )
+    return evaluate(Points.concat(preds), Points.concat(truths), pixel_size_nm=PX)
+
+
+def end_to_end_seconds(model_path: Path, image_path: Path, repeats: int = 3) -> float:
+    """Read + detect + write CSV, overlay and histogram for one image, median of repeats."""
+    from emdig.io import read
+    from emdig.particles.report import write_detections_csv, write_histogram, write_overlay
+
+    torch.set_num_threads(2)
+    model = load_model(model_path)
+    out = BUILD / "bench-particles-out"
+    times = []
+    for _ in range(repeats + 1):
+        t0 = time.perf_counter()
+        [m] = read(image_path)
+        r = detect(m.pixels, pixel_size_nm=PX, model=model, name="S7")
+        write_detections_csv(r.points, out / "S7.csv", pixel_size_nm=PX)
+        write_overlay(
+            m.pixels,
+            r.points,
+            out / "S7_overlay.png",
+            pixel_size_nm=PX,
+            classes_nm=(6, 12, 18),
+            region=r.region,
+        )
+        write_histogram(r.points, out / "S7_sizes.png", classes_nm=(6, 12, 18))
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times[1:])  # the first pass pays imports and allocations
+
+
+def _row(e: dict[str, Any]) -> dict[str, Any]:
+    pc = e["per_class"]
+    return {
+        "f1": e["detection"]["f1"],
+        "precision": e["detection"]["precision"],
+        "recall": e["detection"]["recall"],
+        "f1_6nm": pc.get("6", {}).get("f1"),
+        "f1_12nm": pc.get("12", {}).get("f1"),
+        "diameter_median_abs_nm": e["diameter_error_nm"]["median_abs"],
+    }
+
+
+def main() -> int:
+    t_start = time.perf_counter()
+    images, truth = load_immunogold()
+    names = sorted(images)
+    results: dict[str, Any] = {
+        "machine": {"nproc": os.cpu_count(), "torch": torch.__version__},
+        "command": "python bench/particles.py",
+    }
+    log("leave-one-image-out models")
+    loo = {n: _row(score(loo_model(n), images, truth, [n])) for n in names}
+    results["loo"] = loo
+    results["base_synthetic_only"] = {n: _row(score(BASE, images, truth, [n])) for n in names}
+    shipped = SHIPPED if SHIPPED.is_file() else BASE
+    log(f"synthetic held-out with {shipped.name}")
+    results["synthetic_heldout"] = _row(synthetic_f1(shipped))
+    log("speed, end to end")
+    ours = end_to_end_seconds(
+        shipped,
+        Path(os.environ.get("EMDIG_SHARED", ROOT.parent / "shared"))
+        / "data"
+        / "immunogold"
+        / "images"
+        / "S7.jpg",
+    )
+    gd = time_golddigger((2115, 2048), threads=2)
+    results["speed"] = {
+        "ours_s": ours,
+        "golddigger_s": gd["seconds"],
+        "ratio": gd["seconds"] / ours,
+        "golddigger": gd,
+    }
+    log("blob_log baseline")
+    best, loo_blob = tune_blob_log(images, truth, pixel_size_nm=PX, n_jobs=2)
+    params = {n: loo_blob["folds"][n]["params"] for n in names}
+    blob_scores = score_blob_log(images, truth, params, pixel_size_nm=PX)
+    results["blob_log"] = {
+        "in_sample_mean_f1": best["mean_f1"],
+        "loo_mean_f1": loo_blob["mean_f1"],
+        "loo": {n: loo_blob["folds"][n]["f1"] for n in names},
+        "whole_image": {
+            n: {"f1": v["report"]["detection"]["f1"], "seconds": v["seconds"]}
+            for n, v in blob_scores.items()
+        },
+    }
+
+    def f(v: Any) -> str:
+        return "–" if v is None else f"{v:.3f}"
+
+    print(
+        f"{'image':8s} {'F1 det':>7s} {'F1 6nm':>7s} {'F1 12nm':>7s} {'|dd| nm':>7s}  "
+        f"(leave-one-image-out; base = synthetic only)"
+    )
+    for n in names:
+        r, b = loo[n], results["base_synthetic_only"][n]
+        print(
+            f"{n:8s} {f(r['f1']):>7s} {f(r['f1_6nm']):>7s} {f(r['f1_12nm']):>7s} "
+            f"{f(r['diameter_median_abs_nm']):>7s}   base {f(b['f1'])} / {f(b['f1_6nm'])} / "
+            f"{f(b['f1_12nm'])}"
+        )
+    print(
+        f"mean LOO F1: ours {statistics.mean(loo[n]['f1'] or 0 for n in names):.3f}, "
+        f"blob_log {loo_blob['mean_f1']:.3f} (in-sample {best['mean_f1']:.3f})"
+    )
+    s = results["synthetic_heldout"]
+    print(f"synthetic held-out: F1 {f(s['f1'])}, |dd| {f(s['diameter_median_abs_nm'])} nm")
+    sp = results["speed"]
+    print(
+        f"2048x2115 end to end: ours {sp['ours_s']:.2f} s, Gold Digger generator "
+        f"{sp['golddigger_s']:.1f} s -> {sp['ratio']:.1f}x faster"
+    )
+    results["seconds"] = time.perf_counter() - t_start
+    out = ROOT / "bench" / "results" / "particles.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".tmp")
+    tmp.write_text(json.dumps(results, indent=1, default=str))
+    os.replace(tmp, out)
+    log(f"results: {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
