@@ -28,7 +28,7 @@ from . import __version__
 from .batch import run_isolated
 from .catalog.report import write_report
 from .catalog.store import COLUMNS, Catalog, default_catalog_path
-from .errors import EmdigError
+from .errors import EmdigError, MissingCalibration
 from .ingest import IngestSummary, describe_file, ingest
 from .io.limits import Limits
 
@@ -522,6 +522,120 @@ def particles_detect(
     raise typer.Exit(EXIT_FAILED_ITEMS if s.failures else 0)
 
 
+@particles_app.command("train")
+def particles_train(
+    output: Annotated[Path, typer.Option("--out", "-o", help="Folder for the checkpoints.")],
+    annotations: Annotated[
+        Path | None, typer.Option(help="Point CSV, ImageJ results (µm) or ROI zip.")
+    ] = None,
+    images: Annotated[
+        list[Path] | None,
+        typer.Option("--image", "-i", help="Annotated image (repeat); names must match."),
+    ] = None,
+    pixel_size_nm: Annotated[
+        float | None,
+        typer.Option("--pixel-size-nm", help="For images or annotations without calibration."),
+    ] = None,
+    synthetic: Annotated[int, typer.Option(help="Synthetic images to add.")] = 48,
+    init: Annotated[
+        str, typer.Option(help="Fine-tune from this model ('none' to start fresh).")
+    ] = "particles-default",
+    steps: Annotated[int, typer.Option(min=1)] = 1000,
+    val_fraction: Annotated[
+        float, typer.Option(min=0.0, max=0.5, help="Synthetic images held out for validation.")
+    ] = 0.15,
+    seed: Annotated[int, typer.Option()] = 0,
+) -> None:
+    """Train or fine-tune a particle model on synthetic and/or annotated images."""
+    from .io import read
+    from .models.registry import resolve_model
+    from .particles.annotations import read_annotations
+    from .particles.evaluate import evaluate
+    from .particles.model import ModelConfig, load_model
+    from .particles.train import samples_from_annotations, synthetic_samples, train
+
+    try:
+        base = None
+        if init != "none":
+            weights, sha = resolve_model(init, task="particles")
+            base = load_model(weights, sha256=sha)
+        config = base.config if base is not None else ModelConfig()
+        samples = []
+        if annotations is not None:
+            pts = read_annotations(annotations, pixel_size_nm=pixel_size_nm)
+            imgs = {}
+            for p in images or []:
+                found = read(p)
+                if not found:
+                    raise EmdigError("contains no 2-D image", path=p)
+                m = found[0]
+                px = m.pixel_size_nm or pixel_size_nm
+                if px is None:
+                    raise MissingCalibration("has no pixel size; pass --pixel-size-nm", path=p)
+                imgs[p.name] = (m.pixels, px)
+            samples += samples_from_annotations(pts, imgs, config=config)
+            if not samples:
+                raise typer.BadParameter("no annotated point matches an --image file name")
+        n_val = round(synthetic * val_fraction) if synthetic else 0
+        samples += synthetic_samples(synthetic - n_val, seed=seed, config=config)
+        val = synthetic_samples(n_val, seed=seed + 7919, config=config) if n_val else []
+    except EmdigError as e:
+        raise _fail(e) from None
+
+    def validate(model: Any) -> dict[str, float]:
+        from .particles.detect import detect
+
+        preds, truths = [], []
+        for k, s in enumerate(val):
+            from .particles.annotations import Points
+
+            r = detect(s.image, pixel_size_nm=config.pixel_size_nm, model=model, name=f"v{k}")
+            preds.append(r.points)
+            truths.append(
+                Points.create(image=f"v{k}", x_px=s.x, y_px=s.y, diameter_nm=s.diameter_nm)
+            )
+        if not preds:
+            return {}
+        e = evaluate(
+            Points.concat(preds), Points.concat(truths), pixel_size_nm=config.pixel_size_nm
+        )
+        return {"val_f1": e["detection"]["f1"] or 0.0}
+
+    progress = Progress(
+        TextColumn("[bold]train"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[info]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=err,
+        disable=not err.is_terminal,
+    )
+    task = progress.add_task("train", total=steps, info="")
+
+    def on_step(step: int, total: int, losses: dict[str, float]) -> None:
+        progress.update(task, completed=step, info=f"loss {losses['loss']:.3f}")
+
+    with progress:
+        _, history = train(
+            samples,
+            config=config,
+            init=base,
+            steps=steps,
+            seed=seed,
+            out=output,
+            validate=validate if val else None,
+            every=max(1, steps // 4),
+            progress=on_step,
+            lr=5e-4 if base is not None else 2e-3,
+        )
+    last = history[-1]
+    out.print(
+        f"saved [bold]{output / 'model.safetensors'}[/] (+ model.json); last: "
+        + ", ".join(f"{k} {v:.3f}" for k, v in last.items() if isinstance(v, float))
+    )
+
+
 @particles_app.command("evaluate")
 def particles_evaluate(
     pred: Annotated[Path, typer.Argument(help="Detections: CSV, ImageJ results or ROI zip.")],
@@ -619,6 +733,49 @@ def particles_synth(
 
 
 # -------------------------------------------------------------------------------- demo
+def _demo_particles(output: Path, cat: Catalog) -> list[str]:
+    """Synthetic FRIL images through the shipped particle model; an HTML section for the report."""
+    from .models.registry import MODELS
+    from .particles.pipeline import DetectOptions, detect_files
+    from .particles.report import html_section
+
+    if "particles-default" not in MODELS:
+        out.print("no shipped particle model in this installation: particles demo skipped")
+        return []
+    images = output / "fril"
+    particles_synth(n=2, output=images, size=1024, seed=7)
+    res = detect_files(
+        sorted(images.glob("*.tif")), out=output / "particles", options=DetectOptions(), catalog=cat
+    )
+    for r in res.rows:
+        out.print(
+            f"particles in {r['image']}: "
+            + ", ".join(
+                f"{r[k]} x {k[2:-2]} nm" for k in r if k.startswith("n_") and k != "n_total"
+            )
+        )
+    truth = images / "truth.csv"
+    from .particles.annotations import Points, read_points_csv
+    from .particles.evaluate import evaluate
+
+    pred = Points.concat(
+        [read_points_csv(p) for p in sorted((output / "particles").glob("synth_*.csv"))]
+    )
+    e = evaluate(pred, read_points_csv(truth), pixel_size_nm=0.5587)
+    out.print(
+        f"against the synthetic ground truth: F1 {e['detection']['f1']:.3f}, median "
+        f"diameter error {e['diameter_error_nm']['median_abs']:.2f} nm"
+    )
+    return [
+        html_section(
+            res.rows,
+            output / "particles",
+            relative_to=output,
+            classes_nm=DetectOptions().classes_nm,
+        )
+    ]
+
+
 @app.command("demo")
 def demo_cmd(
     output: Annotated[
@@ -644,7 +801,10 @@ def demo_cmd(
         )
         hits = cat.count(where="voltage_kv >= 200 and detector = 'HAADF'")
         out.print(f"query voltage_kv >= 200 and detector = 'HAADF': {hits} micrographs")
-        report = write_report(cat, output / "report.html", title="emdig demo catalog")
+        sections = _demo_particles(output, cat)
+        report = write_report(
+            cat, output / "report.html", title="emdig demo catalog", sections=sections
+        )
     out.print(f"HTML report: [bold]{report.resolve()}[/]")
 
 

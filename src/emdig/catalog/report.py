@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import html
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -41,9 +42,17 @@ def _table(title: str, counts: dict[str, int]) -> str:
 
 
 def write_report(
-    catalog: Catalog, out: str | Path, *, limit: int = 200, title: str = "emdig catalog"
+    catalog: Catalog,
+    out: str | Path,
+    *,
+    limit: int = 200,
+    title: str = "emdig catalog",
+    sections: Sequence[str] = (),
 ) -> Path:
-    """Write ``out`` (HTML, images inlined) and return its path."""
+    """Write ``out`` (HTML, images inlined) and return its path.
+
+    ``sections`` are extra HTML fragments (e.g. a capability's results) placed after the counts.
+    """
     st = catalog.stats()
     rows = catalog.select(limit=limit)
     tiles = []
@@ -90,6 +99,7 @@ def write_report(
 </div>
 <div class="cards">{_table("mode", st["by_mode"])}{_table("detector", st["by_detector"])}
 {_table("voltage (kV)", st["by_voltage_kv"])}{_table("format", st["by_format"])}</div>
+{"".join(sections)}
 <h2>Failures</h2>
 {fail_table}
 <h2>Micrographs{f" (first {limit})" if st["micrographs"] > limit else ""}</h2>

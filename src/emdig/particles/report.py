@@ -17,6 +17,7 @@ from .annotations import Points
 __all__ = [
     "CLASS_COLOURS",
     "DETECTION_COLUMNS",
+    "html_section",
     "summarize",
     "write_detections_csv",
     "write_golddigger",
@@ -206,3 +207,38 @@ def write_golddigger(
     _atomic_write_bytes(p, ("X,Y,Area\n" + rows).encode())
     written.append(p)
     return written
+
+
+def html_section(
+    rows: Sequence[dict[str, Any]],
+    out_dir: str | Path,
+    *,
+    relative_to: str | Path,
+    classes_nm: Sequence[float],
+) -> str:
+    """An HTML fragment: the summary table and each image's overlay and size histogram."""
+    import html
+    import os.path
+
+    classes = sorted(classes_nm)
+    head = "".join(f"<th>{c:g} nm</th>" for c in classes)
+    dens = "".join(f"<th>{c:g} nm / µm²</th>" for c in classes)
+    body, figs = [], []
+    for r in rows:
+        name = html.escape(str(r["image"]))
+        counts = "".join(f"<td>{r.get(f'n_{c:g}nm', 0)}</td>" for c in classes)
+        dvals = "".join(f"<td>{(r.get(f'density_{c:g}nm_per_um2') or 0):.3g}</td>" for c in classes)
+        body.append(f"<tr><td>{name}</td>{counts}<td>{r['region_um2']:.3g}</td>{dvals}</tr>")
+        base = Path(out_dir) / str(r["image"])
+        ov = os.path.relpath(f"{base}_overlay.png", relative_to)
+        hist = os.path.relpath(f"{base}_sizes.png", relative_to)
+        figs.append(
+            f'<figure><a href="{html.escape(ov)}"><img src="{html.escape(ov)}" '
+            f'style="width:420px"></a><img src="{html.escape(hist)}" style="width:420px">'
+            f"<figcaption>{name}</figcaption></figure>"
+        )
+    return (
+        "<h2>Immunogold particles</h2><table><tr><th>image</th>"
+        f"{head}<th>region µm²</th>{dens}</tr>{''.join(body)}</table>"
+        f'<div style="display:flex;flex-wrap:wrap;gap:12px">{"".join(figs)}</div>'
+    )

@@ -765,7 +765,6 @@ def _place_particles(
 def _place_negatives(
     rng: np.random.Generator,
     cfg: SynthConfig,
-    look: _Look,
     rows: int,
     cols: int,
     zones: list[_Zone],
@@ -1255,7 +1254,7 @@ def synthesize(config: SynthConfig, *, seed: int | None = None) -> SynthImage:
     look = _draw_look(rng, config)
     zones = _draw_zones(rng, h, cols, px)
     parts, placer = _place_particles(rng, config, look, h, cols, zones)
-    negs, neg_aspect = _place_negatives(rng, config, look, h, cols, zones, placer)
+    negs, neg_aspect = _place_negatives(rng, config, h, cols, zones, placer)
 
     slope, tau, logb = _membranes(rng, look, h, cols, px)
     zone = _zone_tau(rng, zones, h, cols)

@@ -27,7 +27,13 @@ from .annotations import Points
 from .detect import _resample, info_strip_rows, normalise
 from .model import ModelConfig, ParticleNet, save_model
 
-__all__ = ["TrainSample", "make_sample", "train"]
+__all__ = [
+    "TrainSample",
+    "make_sample",
+    "samples_from_annotations",
+    "synthetic_samples",
+    "train",
+]
 
 
 @dataclass(frozen=True)
@@ -253,3 +259,44 @@ def _with_meta(
     }
     model.config = replace(model.config, trained_on=meta)
     return model
+
+
+def samples_from_annotations(
+    annotations: Points,
+    images: dict[str, tuple[np.ndarray, float]],
+    *,
+    config: ModelConfig,
+    margin_px: float = 50.0,
+) -> list[TrainSample]:
+    """Training samples from annotated images (``name -> (pixels, pixel_size_nm)``).
+
+    The loss counts only inside each image's annotated region: the convex hull of its points
+    dilated by ``margin_px``, since annotations rarely cover a whole image.
+    """
+    from .masks import hull_mask
+
+    out = []
+    for name, (pixels, px) in images.items():
+        pts = annotations.select(image=name)
+        if len(pts) == 0:
+            continue
+        region = hull_mask(pts.x_px, pts.y_px, pixels.shape, margin_px=margin_px)
+        out.append(make_sample(pixels, pts, pixel_size_nm=px, config=config, region=region,
+                               name=name))  # fmt: skip
+    return out
+
+
+def synthetic_samples(
+    n: int, *, seed: int, config: ModelConfig, side: int = 512
+) -> list[TrainSample]:
+    """``n`` synthetic FRIL images (see :mod:`emdig.particles.synth`) as training samples."""
+    from .synth import SynthConfig, synth_batch
+
+    out = []
+    for k, s in enumerate(synth_batch(SynthConfig(shape=(side, side)), n, seed=seed)):
+        p = s.particles
+        pts = Points.create(image=f"synth{k}", x_px=p["x_px"], y_px=p["y_px"],
+                            diameter_nm=p["diameter_nm"], class_nm=p["class_nm"])  # fmt: skip
+        out.append(make_sample(s.image, pts, pixel_size_nm=s.pixel_size_nm, config=config,
+                               region=s.region_mask, name=f"synth#{k}"))  # fmt: skip
+    return out
