@@ -258,3 +258,40 @@ def test_cli_detect_and_evaluate(tiny_model: Path, tmp_path: Path) -> None:
 def test_untrained_network_shapes() -> None:
     net = ParticleNet(ModelConfig(widths=(4, 8)))
     assert net(torch.zeros(2, 1, 32, 48)).shape == (2, 2, 32, 48)
+
+
+def test_cli_train_from_annotations_and_synthetic(tmp_path: Path) -> None:
+    s = synthesize(SynthConfig(shape=(256, 256)), seed=11)
+    img = _tif(tmp_path / "real.tif", s.image, PX)
+    p = s.particles
+    Points.create(
+        image="real.tif",
+        x_px=p["x_px"],
+        y_px=p["y_px"],
+        diameter_nm=p["diameter_nm"],
+        class_nm=p["class_nm"],
+    ).to_csv(tmp_path / "ann.csv")
+    r = CliRunner().invoke(
+        app,
+        [
+            "particles",
+            "train",
+            "--out",
+            str(tmp_path / "m"),
+            "--annotations",
+            str(tmp_path / "ann.csv"),
+            "--image",
+            str(img),
+            "--synthetic",
+            "2",
+            "--val-fraction",
+            "0.5",
+            "--steps",
+            "4",
+            "--init",
+            "none",
+        ],
+    )
+    assert r.exit_code == 0, r.output
+    model = load_model(tmp_path / "m" / "model.safetensors")
+    assert model.config.trained_on["samples"] == 2 and model.config.trained_on["steps"] == 4
