@@ -32,7 +32,16 @@ class ModelEntry:
         return HERE / self.file
 
 
-MODELS: dict[str, ModelEntry] = {}
+MODELS: dict[str, ModelEntry] = {
+    "particles-default": ModelEntry(
+        file="particles-default.safetensors",
+        sha256="19a04eee50d13072e3e915a8f7ce5b76ddda9a71051cb49d386b35c337ebe486",
+        task="particles",
+        pixel_size_nm=1.1174,
+        normalisation="percentile",
+        recipe="recipes/particles_default.py (base, then finetune on the MPFI development images)",
+    ),
+}
 
 
 def resolve_model(name_or_path: str | Path, *, task: str) -> tuple[Path, str | None]:

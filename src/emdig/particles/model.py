@@ -144,6 +144,7 @@ def save_model(model: ParticleNet, directory: str | Path, *, name: str = "model"
     tmp = weights.with_name(weights.name + f".tmp{os.getpid()}")
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     save_file(state, str(tmp))
+    os.chmod(tmp, 0o644)
     os.replace(tmp, weights)
     cfg = d / f"{name}.json"
     tmp_cfg = cfg.with_name(cfg.name + f".tmp{os.getpid()}")
