@@ -65,6 +65,36 @@ def info_strip_rows(image: np.ndarray) -> int:
     return n if n >= 8 else 0
 
 
+BAND_PIXELS = 24_000_000  # pixels per band of rows: bounds memory on huge images
+
+
+def _levels(a: np.ndarray, region: np.ndarray) -> tuple[float, float]:
+    """1st and 99th percentiles of the region, from a strided sample of at most ~4 Mpx."""
+    step = max(1, int(math.sqrt(a.size / 4_000_000)))
+    sample = a[::step, ::step][region[::step, ::step]]
+    if sample.size == 0:
+        sample = a[::step, ::step].ravel()
+    lo, hi = np.percentile(sample, [1, 99])
+    return float(lo), float(hi) if hi - lo > 1e-6 else float(lo) + 1.0
+
+
+def _candidates(
+    a: np.ndarray, pixel_size_nm: float, model: ParticleNet, lo: float, hi: float, thr: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Peaks of one image (or band): x, y in its pixels, score, and the network's diameter."""
+    img01 = ((np.asarray(a, dtype=np.float32) - np.float32(lo)) / np.float32(hi - lo)).astype(
+        np.float32, copy=False
+    )
+    scale = pixel_size_nm / model.config.pixel_size_nm
+    small = _resample(torch.from_numpy(img01)[None, None], scale)[0, 0].numpy()
+    del img01
+    heat, dmap = predict_maps(model, small)
+    fx, fy, score = _peaks(heat, thr)
+    guess = np.clip(dmap[np.round(fy).astype(int), np.round(fx).astype(int)], 2.0, 60.0)
+    # back to original pixels: model pixel centres map through the resampling geometry
+    return (fx + 0.5) / scale - 0.5, (fy + 0.5) / scale - 0.5, score, guess
+
+
 def normalise(image: np.ndarray, region: np.ndarray | None = None) -> np.ndarray:
     """float32 image with the region's 1st and 99th percentiles mapped to 0 and 1."""
     a = np.asarray(image, dtype=np.float32)
@@ -171,7 +201,7 @@ def measure_diameters(
     core and the surrounding background (an annulus at 1.4-2.2 guessed radii). This is where a
     blurred disc's true edge lies. Falls back to the guess where the profile is unusable.
     """
-    a = np.asarray(image, dtype=np.float32)
+    a = np.asarray(image)  # patches are converted one by one: no full-size float copy
     h, w = a.shape
     out = np.asarray(guess_nm, dtype=np.float64).copy()
     for i in range(len(x)):
@@ -180,7 +210,7 @@ def measure_diameters(
         cx, cy = float(x[i]), float(y[i])
         x0, x1 = max(0, int(cx) - half), min(w, int(cx) + half + 1)
         y0, y1 = max(0, int(cy) - half), min(h, int(cy) + half + 1)
-        patch = a[y0:y1, x0:x1]
+        patch = a[y0:y1, x0:x1].astype(np.float32)
         if patch.size < 9:
             continue
         yy, xx = np.mgrid[y0:y1, x0:x1]
@@ -268,20 +298,25 @@ def detect(
     if a.ndim != 2:
         raise ValueError(f"image must be 2-D, got shape {a.shape}")
     region = np.ones(a.shape, bool) if mask is None else np.asarray(mask, bool).copy()
-    strip = info_strip_rows(a)
+    strip = info_strip_rows(a[-min(a.shape[0], 2048) :])
     if strip:
         region[-strip:, :] = False
-    img01 = normalise(a, region)
-    scale = pixel_size_nm / model.config.pixel_size_nm
-    small = _resample(torch.from_numpy(img01)[None, None], scale)[0, 0].numpy()
-    heat, dmap = predict_maps(model, small)
-    if progress:
-        progress(0.8)
-    fx, fy, score = _peaks(heat, model.config.threshold if threshold is None else threshold)
-    guess = np.clip(dmap[np.round(fy).astype(int), np.round(fx).astype(int)], 2.0, 60.0)
-    # back to original pixels: model pixel centres map through the resampling geometry
-    x = (fx + 0.5) / scale - 0.5
-    y = (fy + 0.5) / scale - 0.5
+    lo, hi = _levels(a, region)
+    thr = model.config.threshold if threshold is None else threshold
+    # Large images stream through in bands of rows, so memory stays bounded; a band's margins
+    # are wider than the network can see, and each detection belongs to the band its centre is in.
+    band = max(256, BAND_PIXELS // max(1, a.shape[1]))
+    margin = math.ceil(2 * model.config.overlap * model.config.pixel_size_nm / pixel_size_nm) + 64
+    parts = []
+    for start in range(0, a.shape[0], band):
+        y0, y1 = max(0, start - margin), min(a.shape[0], start + band + margin)
+        x, y, score, guess = _candidates(a[y0:y1], pixel_size_nm, model, lo, hi, thr)
+        y = y + y0
+        own = (y >= start - 0.5) & (y < start + band - 0.5)
+        parts.append((x[own], y[own], score[own], guess[own]))
+        if progress:
+            progress(0.8 * min(1.0, (start + band) / a.shape[0]))
+    x, y, score, guess = (np.concatenate(v) for v in zip(*parts, strict=True))
     keep = _suppress_close(x, y, score, guess / pixel_size_nm)
     x, y, score, guess = x[keep], y[keep], score[keep], guess[keep]
     inside = region[
