@@ -295,3 +295,21 @@ def test_cli_train_from_annotations_and_synthetic(tmp_path: Path) -> None:
     assert r.exit_code == 0, r.output
     model = load_model(tmp_path / "m" / "model.safetensors")
     assert model.config.trained_on["samples"] == 2 and model.config.trained_on["steps"] == 4
+
+
+def test_banded_detection_matches_one_pass(
+    tiny_model: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Huge images stream through in bands of rows; the result must not depend on the bands."""
+    import emdig.particles.detect as det
+
+    s = synthesize(SynthConfig(shape=(700, 300)), seed=21)
+    model = load_model(tiny_model)
+    whole = detect(s.image, pixel_size_nm=PX, model=model, threshold=0.05).points
+    monkeypatch.setattr(det, "BAND_PIXELS", 300 * 256)  # bands of 256 rows
+    banded = detect(s.image, pixel_size_nm=PX, model=model, threshold=0.05).points
+    assert len(banded) == len(whole) > 0
+    order_w = np.lexsort((whole.x_px, whole.y_px))
+    order_b = np.lexsort((banded.x_px, banded.y_px))
+    np.testing.assert_allclose(banded.y_px[order_b], whole.y_px[order_w], atol=1e-3)
+    np.testing.assert_allclose(banded.diameter_nm[order_b], whole.diameter_nm[order_w], atol=1e-3)

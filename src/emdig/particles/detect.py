@@ -116,7 +116,7 @@ def _resample(x: torch.Tensor, scale: float) -> torch.Tensor:
 
 @torch.no_grad()
 def predict_maps(
-    model: ParticleNet, image01: np.ndarray, *, batch: int = 8
+    model: ParticleNet, image01: np.ndarray, *, batch_pixels: int = 2_000_000
 ) -> tuple[np.ndarray, np.ndarray]:
     """Heat-map (probabilities) and diameter map (nm) at the model's scale, tiled without seams.
 
@@ -143,6 +143,7 @@ def predict_maps(
     diam = np.zeros_like(heat)
     origins = [(iy * cy, ix * cx) for iy in range(ny) for ix in range(nx)]
     src = torch.from_numpy(np.ascontiguousarray(padded))
+    batch = max(1, batch_pixels // (th * tw))  # bounds the network's activation memory
     for k in range(0, len(origins), batch):
         chunk = origins[k : k + batch]
         tiles = torch.stack([src[y : y + th, x : x + tw] for y, x in chunk])[:, None]
