@@ -122,9 +122,25 @@ def _death_message(exitcode: int | None) -> str:
     return f"worker process exited unexpectedly with code {exitcode}"
 
 
+# Imported once in the fork server, so every worker starts warm (readers are the usual job).
+_PRELOAD = [
+    "emdig.ingest",
+    "rsciio.digitalmicrograph",
+    "rsciio.tiff",
+    "rsciio.emd",
+    "rsciio.tia",
+    "h5py",
+    "tifffile",
+    "PIL.Image",
+    "PIL.PngImagePlugin",
+]
+
+
 def _context() -> Any:
     # forkserver: workers start clean even when the parent runs threads (progress bars, dask)
-    return mp.get_context("forkserver")
+    ctx = mp.get_context("forkserver")
+    ctx.set_forkserver_preload(_PRELOAD)
+    return ctx
 
 
 def run_isolated(job: Job, payload: Any, *, key: str = "", limits: Limits | None = None) -> Outcome:

@@ -721,7 +721,7 @@ def particles_synth(
         p = s.particles
         parts.append(
             Points.create(
-                image=name,
+                image=Path(name).stem,  # detection tables name images by file stem
                 x_px=p["x_px"],
                 y_px=p["y_px"],
                 diameter_nm=p["diameter_nm"],
@@ -762,9 +762,10 @@ def _demo_particles(output: Path, cat: Catalog) -> list[str]:
         [read_points_csv(p) for p in sorted((output / "particles").glob("synth_*.csv"))]
     )
     e = evaluate(pred, read_points_csv(truth), pixel_size_nm=0.5587)
+    f1, dd = e["detection"]["f1"] or 0.0, e["diameter_error_nm"]["median_abs"]
     out.print(
-        f"against the synthetic ground truth: F1 {e['detection']['f1']:.3f}, median "
-        f"diameter error {e['diameter_error_nm']['median_abs']:.2f} nm"
+        f"against the synthetic ground truth: F1 {f1:.3f}"
+        + ("" if dd is None else f", median diameter error {dd:.2f} nm")
     )
     return [
         html_section(

@@ -43,7 +43,7 @@ _RSCIIO: dict[str, tuple[str, str, dict[str, Any]]] = {
     "tia_ser": ("tia", ".ser", {}),
     "jeol_img": ("jeol", ".img", {}),
     "prz": ("pantarhei", ".prz", {}),
-    "bcf": ("bruker", ".bcf", {}),
+    "bcf": ("bruker", ".bcf", {"select_type": "image"}),  # never decode the EDS cube
     "tiff": ("tiff", ".tif", {}),
 }
 INSTRUMENT_FORMATS = frozenset(_RSCIIO) | {"mrc"}
