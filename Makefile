@@ -16,8 +16,8 @@ demo: $(STAMP)
 	$(BIN)/emdig demo --out emdig-demo
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check src tests bench recipes
+	$(BIN)/ruff format --check src tests bench recipes
 	$(BIN)/mypy
 
 test: lint
@@ -25,6 +25,7 @@ test: lint
 
 bench: $(STAMP)
 	$(BIN)/python bench/ingest.py
+	$(BIN)/python bench/particles.py
 
 clean:
 	rm -rf $(VENV) emdig-demo emdig.db emdig.db-wal emdig.db-shm emdig.db.lock emdig.db.d
