@@ -37,36 +37,15 @@ from emdig.particles.evaluate import evaluate
 from emdig.particles.masks import hull_mask
 from emdig.particles.model import ModelConfig, load_model, save_model
 from emdig.particles.synth import SynthConfig, synth_batch
-from emdig.particles.train import TrainSample, make_sample, train
+from emdig.particles.train import TrainSample, make_sample, synthetic_samples, train
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "immunogold"
 PIXEL_NM = 0.5587
 
 
-def synthetic_samples(n: int, seed: int, config: ModelConfig) -> tuple[list[TrainSample], list]:
-    cfg = SynthConfig(shape=(512, 512))
-    raw = list(synth_batch(cfg, n, seed=seed))
-    samples = []
-    for k, s in enumerate(raw):
-        p = s.particles
-        pts = Points.create(
-            image=f"synth{k}",
-            x_px=p["x_px"],
-            y_px=p["y_px"],
-            diameter_nm=p["diameter_nm"],
-            class_nm=p["class_nm"],
-        )
-        samples.append(
-            make_sample(
-                s.image,
-                pts,
-                pixel_size_nm=s.pixel_size_nm,
-                config=config,
-                region=s.region_mask,
-                name=f"synth#{k}",
-            )
-        )
-    return samples, raw
+def synthetic_validation_images(n: int, seed: int) -> list:
+    """Held-out synthetic images with their ground truth, for validation."""
+    return list(synth_batch(SynthConfig(shape=(512, 512)), n, seed=seed))
 
 
 def _large_unannotated(image: np.ndarray, truth: Points) -> list[tuple[float, float]]:
@@ -208,8 +187,8 @@ def main() -> int:
         history = []
     elif args.stage == "base":
         config = ModelConfig(widths=(8, 16, 32))
-        samples, _ = synthetic_samples(args.synthetic, args.seed, config)
-        _, val_raw = synthetic_samples(8, args.seed + 10_000, config)
+        samples = synthetic_samples(args.synthetic, seed=args.seed, config=config)
+        val_raw = synthetic_validation_images(8, args.seed + 10_000)
         model, history = train(
             samples,
             config=config,
@@ -230,8 +209,8 @@ def main() -> int:
         base = load_model(args.init)
         config = base.config
         real = real_samples(config, set(args.exclude), repeat=12)
-        synth, _ = synthetic_samples(24, args.seed + 20_000, config)
-        _, val_raw = synthetic_samples(8, args.seed + 10_000, config)
+        synth = synthetic_samples(24, seed=args.seed + 20_000, config=config)
+        val_raw = synthetic_validation_images(8, args.seed + 10_000)
         model, history = train(
             real + synth,
             init=base,
