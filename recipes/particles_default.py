@@ -225,7 +225,7 @@ def main() -> int:
         print(f"mean F1 on the training images by threshold: {scores}")
         model.config = replace(model.config, threshold=threshold, tile=ModelConfig().tile)
         save_model(model, args.out, name=args.name)
-    print(f"threshold chosen on synthetic validation: {model.config.threshold}")
+    print(f"detection threshold: {model.config.threshold}")
     print(json.dumps({"seconds": round(time.perf_counter() - t0, 1), "history": history}, indent=1))
     return 0
 
