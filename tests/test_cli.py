@@ -20,6 +20,7 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     r = runner.invoke(app, ["demo", "--out", str(out), "--catalog", str(db)])
     assert r.exit_code == 0, r.output
     assert "read" in r.output and "truncated" in r.output
+    assert "against the synthetic ground truth: F1" in r.output
     assert "query voltage_kv >= 200 and detector = 'HAADF': 7 micrographs" in r.output
     return out, db
 
@@ -29,6 +30,11 @@ def test_demo_report(demo: tuple[Path, Path]) -> None:
     html = (out / "report.html").read_text()
     assert html.count('class="tile"') == 20
     assert "broken_transfer.tif" in html and "data:image/png;base64," in html
+    # the particles part of the demo: the shipped model on two synthetic FRIL images
+    assert "Immunogold particles" in html
+    for name in ("synth_000", "synth_001"):
+        assert (out / "particles" / f"{name}_overlay.png").is_file()
+        assert (out / "particles" / f"{name}_sizes.png").is_file()
 
 
 def test_catalog_list_where_and_json(demo: tuple[Path, Path]) -> None:

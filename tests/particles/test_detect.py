@@ -313,3 +313,26 @@ def test_banded_detection_matches_one_pass(
     order_b = np.lexsort((banded.x_px, banded.y_px))
     np.testing.assert_allclose(banded.y_px[order_b], whole.y_px[order_w], atol=1e-3)
     np.testing.assert_allclose(banded.diameter_nm[order_b], whole.diameter_nm[order_w], atol=1e-3)
+
+
+def test_shipped_model_finds_synthetic_particles() -> None:
+    """The registered default loads (its sha256 is checked) and finds synthetic gold."""
+    from emdig.models.registry import resolve_model
+    from emdig.particles.evaluate import evaluate
+
+    path, sha = resolve_model("particles-default", task="particles")
+    assert sha is not None and path.stat().st_size < 10 * 2**20
+    model = load_model(path, sha256=sha)
+    s = synthesize(SynthConfig(shape=(768, 768)), seed=123)
+    pred = detect(s.image, pixel_size_nm=s.pixel_size_nm, model=model, name="x").points
+    p = s.particles
+    truth = Points.create(
+        image="x",
+        x_px=p["x_px"],
+        y_px=p["y_px"],
+        diameter_nm=p["diameter_nm"],
+        class_nm=p["class_nm"],
+    )
+    e = evaluate(pred, truth, pixel_size_nm=s.pixel_size_nm)
+    assert e["detection"]["recall"] >= 0.9
+    assert e["diameter_error_nm"]["median_abs"] <= 1.0
