@@ -336,3 +336,12 @@ def test_shipped_model_finds_synthetic_particles() -> None:
     e = evaluate(pred, truth, pixel_size_nm=s.pixel_size_nm)
     assert e["detection"]["recall"] >= 0.9
     assert e["diameter_error_nm"]["median_abs"] <= 1.0
+
+
+def test_inference_net_is_the_same_function(tiny_model: Path) -> None:
+    """Batch norm folded and concatenation split: the same outputs, computed faster."""
+    model = load_model(tiny_model)
+    x = torch.rand(2, 1, 96, 128)
+    with torch.no_grad():
+        np.testing.assert_allclose(model.inference()(x).numpy(), model(x).numpy(), atol=1e-4)
+    assert model.inference() is model.inference()

@@ -144,10 +144,11 @@ def predict_maps(
     origins = [(iy * cy, ix * cx) for iy in range(ny) for ix in range(nx)]
     src = torch.from_numpy(np.ascontiguousarray(padded))
     batch = max(1, batch_pixels // (th * tw))  # bounds the network's activation memory
+    net = model if model.training else model.inference()
     for k in range(0, len(origins), batch):
         chunk = origins[k : k + batch]
         tiles = torch.stack([src[y : y + th, x : x + tw] for y, x in chunk])[:, None]
-        out = model(tiles)
+        out = net(tiles)
         prob = torch.sigmoid(out[:, 0, ov : ov + cy, ov : ov + cx]).numpy()
         dnm = out[:, 1, ov : ov + cy, ov : ov + cx].numpy()
         for (y, x), p, d in zip(chunk, prob, dnm, strict=True):
@@ -226,9 +227,10 @@ def measure_diameters(
             continue
         bins = np.arange(0.0, 2.2 * r0, 0.5)
         idx = np.digitize(r, bins) - 1
-        prof = np.array(
-            [v[idx == k].mean() if np.any(idx == k) else np.nan for k in range(len(bins))]
-        )
+        sel = (idx >= 0) & (idx < len(bins))
+        sums = np.bincount(idx[sel], weights=v[sel], minlength=len(bins))[: len(bins)]
+        counts = np.bincount(idx[sel], minlength=len(bins))[: len(bins)]
+        prof = np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
         centres = bins + 0.25
         level = 0.5 * (bg + core)
         ok = np.isfinite(prof)

@@ -12,7 +12,7 @@ import json
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -132,6 +132,71 @@ class ParticleNet(nn.Module):
     @property
     def multiple(self) -> int:
         return int(2 ** (len(self.config.widths) - 1))
+
+    def inference(self) -> nn.Module:
+        """The same function, faster on a CPU: batch norm folded into the convolutions, and the
+        decoder's concatenation replaced by two convolutions that are summed (the identical
+        arithmetic without copying the skip tensors), channels-last memory layout. Built once
+        per model, in eval mode."""
+        cached = self.__dict__.get("_inference")
+        if cached is None:
+            cached = _InferenceNet(self)
+            self.__dict__["_inference"] = cached
+        return cached
+
+
+def _fold(conv_m: nn.Module, bn_m: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+    """Weights and bias of ``bn(conv(x))`` as one convolution (eval-mode statistics)."""
+    conv, bn = cast(nn.Conv2d, conv_m), cast(nn.BatchNorm2d, bn_m)
+    assert bn.running_var is not None and bn.running_mean is not None
+    scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+    w = conv.weight * scale[:, None, None, None]
+    b = bn.bias - bn.running_mean * scale
+    if conv.bias is not None:
+        b = b + conv.bias * scale
+    return w.detach().contiguous(memory_format=torch.channels_last), b.detach().clone()
+
+
+def _bias(conv: nn.Conv2d) -> torch.Tensor:
+    assert conv.bias is not None
+    return conv.bias.detach().clone()
+
+
+class _InferenceNet(nn.Module):
+    def __init__(self, net: ParticleNet) -> None:
+        super().__init__()
+        seq = [cast(nn.Sequential, b) for b in net.down]
+        self.down = [(_fold(b[0], b[1]), _fold(b[3], b[4])) for b in seq]
+        ups = [cast(nn.Conv2d, u) for u in net.up]
+        self.up = [(u.weight.detach().clone(), _bias(u)) for u in ups]
+        self.fuse = []
+        for module in net.fuse:
+            block = cast(nn.Sequential, module)
+            (w1, b1), second = _fold(block[0], block[1]), _fold(block[3], block[4])
+            c = w1.shape[1] // 2
+            cl = torch.channels_last
+            wa = w1[:, :c].contiguous(memory_format=cl)
+            self.fuse.append((wa, w1[:, c:].contiguous(memory_format=cl), b1, second))
+        head = net.head
+        self.head = (head.weight.detach().clone(), _bias(head))
+
+    @torch.no_grad()
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.contiguous(memory_format=torch.channels_last)  # oneDNN's fast layout on CPU
+        skips = []
+        for i, ((w1, b1), (w2, b2)) in enumerate(self.down):
+            if i:
+                x = F.max_pool2d(x, 2)
+            x = F.relu_(F.conv2d(x, w1, b1, padding=1))
+            x = F.relu_(F.conv2d(x, w2, b2, padding=1))
+            skips.append(x)
+        for (uw, ub), (wa, wb, b1, (w2, b2)), skip in zip(
+            self.up, self.fuse, reversed(skips[:-1]), strict=True
+        ):
+            t = F.interpolate(F.conv2d(x, uw, ub), size=skip.shape[-2:], mode="nearest")
+            x = F.relu_(F.conv2d(t, wa, b1, padding=1) + F.conv2d(skip, wb, padding=1))
+            x = F.relu_(F.conv2d(x, w2, b2, padding=1))
+        return F.conv2d(x, self.head[0], self.head[1]).contiguous()
 
 
 def save_model(model: ParticleNet, directory: str | Path, *, name: str = "model") -> Path:
