@@ -34,7 +34,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 
-from emdig.particles.annotations import Points  # noqa: E402
+from emdig.particles.annotations import Points, synthetic_truth  # noqa: E402
 from emdig.particles.detect import detect  # noqa: E402
 from emdig.particles.evaluate import evaluate  # noqa: E402
 from emdig.particles.model import load_model  # noqa: E402
@@ -93,15 +93,7 @@ def synthetic_f1(model_path: Path, n: int = 12) -> dict[str, Any]:
             detect(s.image, pixel_size_nm=s.pixel_size_nm, model=model, name=f"s{k}").points
         )
         p = s.particles
-        truths.append(
-            Points.create(
-                image=f"s{k}",
-                x_px=p["x_px"],
-                y_px=p["y_px"],
-                diameter_nm=p["diameter_nm"],
-                class_nm=p["class_nm"],
-            )
-        )
+        truths.append(synthetic_truth(p, image=f"s{k}"))
     return evaluate(Points.concat(preds), Points.concat(truths), pixel_size_nm=PX)
 
 

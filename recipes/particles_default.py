@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from emdig.particles.annotations import Points, read_points_csv
+from emdig.particles.annotations import Points, read_points_csv, synthetic_truth
 from emdig.particles.detect import detect
 from emdig.particles.evaluate import evaluate
 from emdig.particles.masks import hull_mask
@@ -136,15 +136,7 @@ def synthetic_validation(raw: list, threshold: float | None = None) -> callable:
             )
             preds.append(r.points)
             p = s.particles
-            truths.append(
-                Points.create(
-                    image=f"v{k}",
-                    x_px=p["x_px"],
-                    y_px=p["y_px"],
-                    diameter_nm=p["diameter_nm"],
-                    class_nm=p["class_nm"],
-                )
-            )
+            truths.append(synthetic_truth(p, image=f"v{k}"))
         e = evaluate(
             Points.concat(preds), Points.concat(truths), pixel_size_nm=raw[0].pixel_size_nm
         )

@@ -707,7 +707,7 @@ def particles_synth(
     """Write synthetic FRIL images (TIFF with pixel size) and their ground truth CSV."""
     import tifffile
 
-    from .particles.annotations import Points
+    from .particles.annotations import Points, synthetic_truth
     from .particles.synth import SynthConfig, synth_batch
 
     output.mkdir(parents=True, exist_ok=True)
@@ -718,16 +718,8 @@ def particles_synth(
         tifffile.imwrite(
             output / name, s.image, imagej=True, resolution=(px, px), metadata={"unit": "nm"}
         )
-        p = s.particles
-        parts.append(
-            Points.create(
-                image=Path(name).stem,  # detection tables name images by file stem
-                x_px=p["x_px"],
-                y_px=p["y_px"],
-                diameter_nm=p["diameter_nm"],
-                class_nm=p["class_nm"],
-            )
-        )
+        # detection tables name images by file stem
+        parts.append(synthetic_truth(s.particles, image=Path(name).stem))
     Points.concat(parts).to_csv(output / "truth.csv")
     out.print(f"wrote {n} images and truth.csv to [bold]{output}[/]")
 

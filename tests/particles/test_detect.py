@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from emdig.catalog import Catalog
 from emdig.cli import app
 from emdig.errors import EmdigError, MissingCalibration, ModelError
-from emdig.particles.annotations import Points
+from emdig.particles.annotations import synthetic_truth
 from emdig.particles.detect import (
     assign_classes,
     detect,
@@ -57,13 +57,7 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for k in range(4):
         s = synthesize(SynthConfig(shape=(384, 384)), seed=k)
         p = s.particles
-        pts = Points.create(
-            image="s",
-            x_px=p["x_px"],
-            y_px=p["y_px"],
-            diameter_nm=p["diameter_nm"],
-            class_nm=p["class_nm"],
-        )
+        pts = synthetic_truth(p, image="s")
         samples.append(make_sample(s.image, pts, pixel_size_nm=PX, config=cfg, name=f"s{k}"))
     model, history = train(samples, config=cfg, steps=40, batch_size=8, crop=96, seed=1, every=40)
     assert history[-1]["loss"] < history[0].get("loss", 1e9) * 10
@@ -228,13 +222,7 @@ def test_cli_detect_and_evaluate(tiny_model: Path, tmp_path: Path) -> None:
     assert r.exit_code == 0, r.output
     assert "5 nm" in r.output and "10 nm" in r.output
     p = s.particles
-    Points.create(
-        image="b",
-        x_px=p["x_px"],
-        y_px=p["y_px"],
-        diameter_nm=p["diameter_nm"],
-        class_nm=p["class_nm"],
-    ).to_csv(tmp_path / "truth.csv")
+    synthetic_truth(p, image="b").to_csv(tmp_path / "truth.csv")
     r = runner.invoke(
         app,
         [
@@ -264,13 +252,7 @@ def test_cli_train_from_annotations_and_synthetic(tmp_path: Path) -> None:
     s = synthesize(SynthConfig(shape=(256, 256)), seed=11)
     img = _tif(tmp_path / "real.tif", s.image, PX)
     p = s.particles
-    Points.create(
-        image="real.tif",
-        x_px=p["x_px"],
-        y_px=p["y_px"],
-        diameter_nm=p["diameter_nm"],
-        class_nm=p["class_nm"],
-    ).to_csv(tmp_path / "ann.csv")
+    synthetic_truth(p, image="real.tif").to_csv(tmp_path / "ann.csv")
     r = CliRunner().invoke(
         app,
         [
@@ -326,13 +308,7 @@ def test_shipped_model_finds_synthetic_particles() -> None:
     s = synthesize(SynthConfig(shape=(768, 768)), seed=123)
     pred = detect(s.image, pixel_size_nm=s.pixel_size_nm, model=model, name="x").points
     p = s.particles
-    truth = Points.create(
-        image="x",
-        x_px=p["x_px"],
-        y_px=p["y_px"],
-        diameter_nm=p["diameter_nm"],
-        class_nm=p["class_nm"],
-    )
+    truth = synthetic_truth(p, image="x")
     e = evaluate(pred, truth, pixel_size_nm=s.pixel_size_nm)
     assert e["detection"]["recall"] >= 0.9
     assert e["diameter_error_nm"]["median_abs"] <= 1.0

@@ -57,6 +57,7 @@ __all__ = [
     "read_imagej_roi",
     "read_imagej_roi_zip",
     "read_points_csv",
+    "synthetic_truth",
     "write_imagej_roi_zip",
 ]
 
@@ -990,4 +991,15 @@ def read_annotations(
         f"not a known annotation format (header {first[:80]!r}); expected an ImageJ ROI set "
         "(.zip), an ImageJ Results table with X,Y columns, or a CSV with image,x_px,y_px",
         path=path,
+    )
+
+
+def synthetic_truth(particles: np.ndarray, *, image: str) -> Points:
+    """The ground-truth table of a synthetic image (:attr:`SynthImage.particles`)."""
+    return Points.create(
+        image=image,
+        x_px=particles["x_px"],
+        y_px=particles["y_px"],
+        diameter_nm=particles["diameter_nm"],
+        class_nm=particles["class_nm"],
     )

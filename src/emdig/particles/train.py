@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from .annotations import Points
+from .annotations import Points, synthetic_truth
 from .detect import _resample, info_strip_rows, normalise
 from .model import ModelConfig, ParticleNet, save_model
 
@@ -301,8 +301,7 @@ def synthetic_samples(
     out = []
     for k, s in enumerate(synth_batch(SynthConfig(shape=(side, side)), n, seed=seed)):
         p = s.particles
-        pts = Points.create(image=f"synth{k}", x_px=p["x_px"], y_px=p["y_px"],
-                            diameter_nm=p["diameter_nm"], class_nm=p["class_nm"])  # fmt: skip
+        pts = synthetic_truth(p, image=f"synth{k}")  # fmt: skip
         out.append(make_sample(s.image, pts, pixel_size_nm=s.pixel_size_nm, config=config,
                                region=s.region_mask, name=f"synth#{k}"))  # fmt: skip
     return out
