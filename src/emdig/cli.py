@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -25,6 +24,21 @@ from rich.progress import (
 from rich.table import Table
 
 from . import __version__
+from ._cli_common import (
+    EXIT_ERROR,
+    EXIT_FAILED_ITEMS,
+    CatalogOpt,
+    JsonOpt,
+    SearchOpt,
+    WhereOpt,
+    _fail,
+    _on_sigterm,
+    _open_catalog,
+    _Terminated,
+    err,
+    out,
+)
+from ._cli_figures import figures_app
 from .batch import run_isolated
 from .catalog.report import write_report
 from .catalog.store import COLUMNS, Catalog, default_catalog_path
@@ -42,48 +56,7 @@ catalog_app = typer.Typer(
     help="Query the catalog: list, show, stats, report.", no_args_is_help=True
 )
 app.add_typer(catalog_app, name="catalog")
-
-out = Console()
-err = Console(stderr=True)
-
-EXIT_FAILED_ITEMS = 3
-EXIT_ERROR = 2
-
-CatalogOpt = Annotated[
-    Path | None,
-    typer.Option(
-        "--catalog",
-        "-c",
-        envvar="EMDIG_CATALOG",
-        show_envvar=True,
-        help="Catalog database (default ./emdig.db).",
-    ),
-]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON on stdout.")]
-WhereOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--where", "-w", help="Filter, e.g. \"voltage_kv >= 200 and detector = 'HAADF'\"."
-    ),
-]
-SearchOpt = Annotated[str | None, typer.Option("--search", "-s", help="Free-text search.")]
-
-
-class _Terminated(Exception):
-    pass
-
-
-def _on_sigterm(signum: int, frame: object) -> None:
-    raise _Terminated
-
-
-def _open_catalog(path: Path | None, *, create: bool) -> Catalog:
-    return Catalog(path or default_catalog_path(), create=create)
-
-
-def _fail(e: EmdigError) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {e}", highlight=False, markup=True, soft_wrap=True)
-    return typer.Exit(EXIT_ERROR)
+app.add_typer(figures_app, name="figures")
 
 
 def _version(value: bool) -> None:
