@@ -303,18 +303,39 @@ def _tables(figures: Mapping[str, Mapping[str, Any]], out: Path) -> list[dict[st
         articles.setdefault(aid, [aid, f.get("title"), f.get("article_url"), f.get("license")])
         articles[aid].append(f.get("open"))
         fig_rows.append(
-            [fname, f["full_caption"], f["caption_delimiter"], f["image_url"], f["figure_path"]]
-            + [aid]
+            [
+                fname,
+                f["full_caption"],
+                f["caption_delimiter"],
+                f["image_url"],
+                f["figure_path"],
+                aid,
+            ]
         )
         for i, mi in enumerate(f["master_images"]):
             sid = f"{fname}-{i}"
             x0, y0, x1, y1 = _box_cols(mi["geometry"])
             cap = " ".join(mi["caption"])
             sub_rows.append(
-                [sid, _CSV_CODE.get(mi["classification"], "UN"), mi["height"], mi["width"]]
-                + [mi.get("nm_height"), mi.get("nm_width"), x0, y0, x1, y1, cap]
-                + [";".join(mi["keywords"]), ";".join(mi["general"]), fname]
-                + [mi.get("nm_per_px"), mi.get("calibration"), mi["panel_path"]]
+                [
+                    sid,
+                    _CSV_CODE.get(mi["classification"], "UN"),
+                    mi["height"],
+                    mi["width"],
+                    mi.get("nm_height"),
+                    mi.get("nm_width"),
+                    x0,
+                    y0,
+                    x1,
+                    y1,
+                    cap,
+                    ";".join(mi["keywords"]),
+                    ";".join(mi["general"]),
+                    fname,
+                    mi.get("nm_per_px"),
+                    mi.get("calibration"),
+                    mi["panel_path"],
+                ]
             )
             lab = mi["subfigure_label"]
             sublab_rows.append(
@@ -323,14 +344,26 @@ def _tables(figures: Mapping[str, Mapping[str, Any]], out: Path) -> list[dict[st
             for j, bar in enumerate(mi["scale_bars"]):
                 bid = f"{sid}-{j}"
                 bar_rows.append(
-                    [bid, *_box_cols(bar["geometry"]), bar["length"], bar["label_line_distance"]]
-                    + [bar["confidence"], sid]
+                    [
+                        bid,
+                        *_box_cols(bar["geometry"]),
+                        bar["length"],
+                        bar["label_line_distance"],
+                        bar["confidence"],
+                        sid,
+                    ]
                 )
                 if bar["label"] is not None:
                     lb = bar["label"]
                     lab_rows.append(
-                        [lb["text"], *_box_cols(lb["geometry"]), lb["label_confidence"]]
-                        + [lb["box_confidence"], lb["nm"], bid]
+                        [
+                            lb["text"],
+                            *_box_cols(lb["geometry"]),
+                            lb["label_confidence"],
+                            lb["box_confidence"],
+                            lb["nm"],
+                            bid,
+                        ]
                     )
             panel_rows.append(
                 {
@@ -366,21 +399,55 @@ def _tables(figures: Mapping[str, Mapping[str, Any]], out: Path) -> list[dict[st
     )
     _write_csv(
         csv_dir / "subfigure.csv",
-        ["id", "classification_code", "height", "width", "nm_height", "nm_width"]
-        + ["x1", "y1", "x2", "y2", "caption", "keywords", "general", "figure_id"]
-        + ["nm_per_px", "calibration", "path"],
+        [
+            "id",
+            "classification_code",
+            "height",
+            "width",
+            "nm_height",
+            "nm_width",
+            "x1",
+            "y1",
+            "x2",
+            "y2",
+            "caption",
+            "keywords",
+            "general",
+            "figure_id",
+            "nm_per_px",
+            "calibration",
+            "path",
+        ],
         sub_rows,
     )
     _write_csv(
         csv_dir / "scalebar.csv",
-        ["id", "x1", "y1", "x2", "y2", "length", "label_line_distance", "confidence"]
-        + ["subfigure_id"],
+        [
+            "id",
+            "x1",
+            "y1",
+            "x2",
+            "y2",
+            "length",
+            "label_line_distance",
+            "confidence",
+            "subfigure_id",
+        ],
         bar_rows,
     )
     _write_csv(
         csv_dir / "scalebarlabel.csv",
-        ["text", "x1", "y1", "x2", "y2", "label_confidence", "box_confidence", "nm"]
-        + ["scale_bar_id"],
+        [
+            "text",
+            "x1",
+            "y1",
+            "x2",
+            "y2",
+            "label_confidence",
+            "box_confidence",
+            "nm",
+            "scale_bar_id",
+        ],
         lab_rows,
     )
     _write_csv(

@@ -53,7 +53,7 @@ class FigureResult:
 
 
 def as_rgb(image: np.ndarray) -> np.ndarray:
-    """``image`` as RGB uint8 ``(H, W, 3)``: grey is repeated, alpha dropped, other dtypes scaled."""
+    """``image`` as RGB uint8 ``(H, W, 3)``: grey repeated, alpha dropped, other dtypes scaled."""
     a = np.asarray(image)
     if a.ndim == 3 and a.shape[2] == 1:
         a = a[:, :, 0]
