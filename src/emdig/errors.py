@@ -15,6 +15,7 @@ __all__ = [
     "CorruptFile",
     "EmdigError",
     "EmptyFile",
+    "FetchError",
     "MissingCalibration",
     "MissingDependency",
     "ModelError",
@@ -139,6 +140,12 @@ class ModelError(EmdigError):
     """A model name is unknown, or its weights or config are invalid."""
 
     code = "model_error"
+
+
+class FetchError(EmdigError):
+    """A download failed: an HTTP error, retries used up, or an invalid response."""
+
+    code = "fetch_error"
 
 
 class CatalogError(EmdigError):
