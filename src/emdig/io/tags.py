@@ -124,6 +124,7 @@ def scaled(factor: float, *, positive: bool = False, absolute: bool = False) -> 
 
 number = scaled(1.0)
 positive = scaled(1.0, positive=True)
+magnitude = scaled(1.0, absolute=True)
 v_to_kv = scaled(1e-3, positive=True)
 m_to_mm = scaled(1e3, positive=True)
 rad_to_mrad = scaled(1e3, positive=True, absolute=True)
@@ -374,6 +375,19 @@ _HYPERSPY: tuple[Tag, ...] = (
         )
     ),
     Tag("mode", "@md.Acquisition_instrument.SEM.beam_energy", const("SEM")),
+    # emdig's own nodes (HyperSpy has none for STEM detectors): angles in mrad, rotation in deg
+    Tag("detector", "@md.Acquisition_instrument.TEM.Detector.STEM.name", canonical_detector),
+    Tag(
+        "collection_inner_mrad",
+        "@md.Acquisition_instrument.TEM.Detector.STEM.collection_angle_inner",
+        magnitude,
+    ),
+    Tag(
+        "collection_outer_mrad",
+        "@md.Acquisition_instrument.TEM.Detector.STEM.collection_angle_outer",
+        positive,
+    ),
+    Tag("scan_rotation_deg", "@md.Acquisition_instrument.TEM.scan_rotation", number),
     Tag("acquired_at", _ACQ, date_time),
 )
 
