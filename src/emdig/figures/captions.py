@@ -75,7 +75,7 @@ _PAREN_LEAD_END = re.compile(rf"\(\s*({_L}(?:{_SEP}{_L})*)\s*[;:,]\s*$")
 _RPAREN1 = rf"{_L}(?:{_SEP}{_L})*\)"
 _RPAREN = re.compile(
     rf"{_BARE_BEFORE}{_RPAREN1}(?:(?:\s*,\s*|\s+and\s+|\s*&\s*|\s*[{_DASH}]\s*){_RPAREN1})*"
-    rf"(?![\w{_DASH}])"
+    rf"(?![a-z0-9_{_DASH}])"  # "d)TEM image" is a label
 )
 _BARE = re.compile(rf"{_BARE_BEFORE}{_L}(?:{_SEP}{_L}(?![\w]))*{_BARE_AFTER}")
 _EXPLICIT = re.compile(
@@ -256,14 +256,13 @@ def _find_groups(masked: str) -> list[_Group]:
 
     def add(
         start: int, end: int, letters: tuple[str, ...], kind: str, at: int | None = None
-    ) -> _Group | None:
+    ) -> None:
+        # the kinds are tried strongest first; a character belongs to one group at most
         if not letters or any(taken[start:end]):
-            return None
+            return
         for k in range(start, end):
             taken[k] = True
-        g = _Group(start, end, letters, kind, depth=depth[start if at is None else at])
-        groups.append(g)
-        return g
+        groups.append(_Group(start, end, letters, kind, depth=depth[start if at is None else at]))
 
     for m in _EXPLICIT.finditer(masked):
         # "Figure c" and "panel b" take the word along: the chunk starts after the letter
@@ -297,7 +296,7 @@ def _classify(masked: str, g: _Group) -> None:
         return
     if g.kind == "paren":
         if prev == "number" and single and g.letters[0] in "hsKMVgLmW":
-            g.role = "drop"  # "5 h (b)" is fine, but "(6 h)" never gets here; keep units out
+            g.role = "drop"  # "held at 300 (K)" is a unit; "Entries 2 (A), 4 (B)" are labels
         elif g.depth > 0:
             g.role = "ref"
         elif nxt in ("punct", "and"):
@@ -357,6 +356,12 @@ def _analyse(caption: str) -> _Analysis:
     groups = _find_groups(masked)
     for g in groups:
         _classify(masked, g)
+    # letters inside a scale statement ("Scale bars: a, 50 nm; b, 2 µm") only refer to panels
+    for m in _SCALE_START.finditer(masked):
+        end = _statement_end(masked, m.end())
+        for g in groups:
+            if m.end() <= g.start < end and g.role == "leading":
+                g.role = "ref"
     # "a. TEM image ... b. SEM image": once a caption labels with "a." at a sentence start, a
     # letter with a point before a capitalised word is a label even in mid-sentence
     dotted = any(
@@ -447,7 +452,7 @@ def caption_labels(caption: str) -> list[str]:
 
 # ---------------------------------------------------------------------------------- splitting
 
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[\"“(\[]?[A-Z0-9])|(?<=;)\s+")
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[\"“(\[]?[A-Z0-9]|\([a-z][,)])|(?<=;)\s+")
 _SCALE_START = re.compile(
     r"\b(?:scale[\s\-]?bars?|scalebars?)\b|(?:(?<=^)|(?<=[.;:(]\s)|(?<=[(]))bars?\b(?=\s*[:=,]"
     r"|\s+(?:is|are|represents?|indicates?|corresponds?|=))|(?<=,\s)bars?(?=\s*[:=]\s*\d)",
@@ -515,7 +520,12 @@ def _states_scale(text: str) -> bool:
 
 
 def _is_scale_sentence(text: str) -> bool:
-    return _SCALE_START.match(text.lstrip(' ("“')) is not None
+    """Whether a sentence opens with "Scale bar(s)" or "<length> scale bar"."""
+    text = text.lstrip(' ("“')
+    lengths = find_lengths(text[:24])
+    if lengths and lengths[0][0] == 0:
+        text = text[lengths[0][1] :].lstrip(" -")
+    return _SCALE_START.match(text) is not None
 
 
 def _spans(a: _Analysis) -> list[_Span]:
@@ -541,8 +551,10 @@ def _spans(a: _Analysis) -> list[_Span]:
                     if c in label_set
                 )
             )
-            if labels or not spans:
-                spans.append(_Span(s, e, labels))
+            if labels or not spans or spans[-1].labels:
+                # a sentence without letters after a labelled one may describe a panel the
+                # caption does not letter ("SEM micrograph (scale bar = 1 µm) of ..."): shared
+                spans.append(_Span(s, e, labels, sentence=bool(labels)))
             else:
                 spans[-1].end = e
     else:
@@ -654,6 +666,7 @@ def panel_captions(chunks: Sequence[CaptionChunk], label: str | None) -> list[st
 
 # ------------------------------------------------------------------------------ scale statements
 
+_INSET_BEFORE = re.compile(r"\b(?:insets?|inlets?|inserts?)\b", re.IGNORECASE)
 _INSET = re.compile(r"^\s*(?:\(\s*insets?\s*\)|(?:in|for|of)\s+(?:the\s+)?insets?\b)", re.I)
 _ALL = re.compile(
     r"^\s*(?:\(\s*)?(?:in\s+|for\s+)?(?:all|the\s+other|other|remaining)\s+(?:panels|images)", re.I
@@ -678,8 +691,10 @@ def _statement_end(text: str, start: int) -> int:
             if depth == 0:
                 return i
             depth -= 1
-        elif ch == "." and depth == 0 and re.match(r"\.\s+[A-Z(]|\.$", text[i:]):
-            return i
+        elif ch == "." and depth == 0 and re.match(r"\.(?:\s|$)", text[i:]):
+            word = re.search(r"(\w+)$", text[:i])
+            if word is None or word.group(1).lower() not in _ABBREV:
+                return i
     return len(text)
 
 
@@ -691,6 +706,8 @@ def _statement_scales(
     The labels are ``()`` when the statement names none, None when it says "all panels".
     """
     lengths = find_lengths(stmt)
+    if lengths and _INSET_BEFORE.search(stmt[: lengths[0][0]]):
+        return []  # "scale bars on the inset images correspond to 500 nm"
     tokens: list[tuple[int, int, str, object]] = [(s, e, "len", f) for s, e, f in lengths]
     for m in _STMT_LABELS.finditer(stmt):
         spec = m.group("paren") or m.group("in") or m.group("pre")
@@ -743,8 +760,10 @@ def caption_scales(caption: str) -> dict[str | None, Length]:
     Reads "Scale bars, 50 nm (a), 2 µm (b–d)", "Scale bar: 5 µm", "scale bars = 200 nm in a and
     1 µm in b", "Scale bars: a, 50 nm; b, 2 µm", "Bar: 200 nm" and "(scale bar, 10 nm)". A length
     without a label belongs to the panel whose chunk holds the statement, or, in the title or a
-    closing sentence, to every panel: key None. Lengths marked "(inset)" are skipped; the first
-    statement about a panel wins.
+    closing sentence, to every panel: key None. When the caption uses position words instead of
+    letters, the keys are those pseudo-labels ("top", ...). Lengths of insets ("(inset)", "scale
+    bars on the inset images") are skipped; reciprocal lengths ("5 nm⁻¹") are kept with unit
+    "1/nm"; the first statement about a panel wins.
 
     Examples
     --------
@@ -762,6 +781,16 @@ def caption_scales(caption: str) -> dict[str | None, Length]:
             stmt = chunk[m.end() : _statement_end(chunk, m.end())]
             in_paren = _depths(chunk + " ")[m.start()] > 0
             local = sp.labels if (in_paren or sp.sentence) else ()
+            if in_paren and not sp.sentence and m.group(0).lower().endswith("s"):
+                # "(a) NCs with oleate and (b) with AL (scale bars are 100 nm)": the sentence
+                pos = sp.start + m.start()
+                s0, e0 = next(
+                    ((s, e) for s, e in _sentences(caption, 0, len(caption)) if s <= pos < e),
+                    (sp.start, sp.end),
+                )
+                local = tuple(
+                    dict.fromkeys(c for o in spans if s0 <= o.start < e0 for c in o.labels)
+                )
             if in_paren:
                 # "(b; scale bar = 500 µm)": the letters that open the parenthesis
                 lead = _PAREN_LEAD_END.search(chunk[: m.start()])
