@@ -64,7 +64,7 @@ _C = 299792458.0  # m/s
 _A0_NM = 0.0529177210903  # Bohr radius
 _COL_AREA_NM2 = math.pi * 0.04**2  # area a channelling column scatters from
 _N_SLICES = 5
-_PHASE_K = 1e-5  # projected-potential phase per atom x Z^0.7 (nm^2), at 200 kV
+_PHASE_K = 3e-5  # projected-potential phase per atom x Z^0.7 (nm^2), at 200 kV
 
 
 # ------------------------------------------------------------------------------- physics
@@ -521,10 +521,10 @@ def sample_params(rng: np.random.Generator, n: int) -> list[StemParams]:
         ta, tb = float(np.clip(ta, -35, 35)), float(np.clip(tb, -25, 25))
         rot = 0.0 if rng.random() < 0.3 else float(rng.uniform(-180.0, 180.0))
         y0, y1 = inst.years
-        when = datetime(y0, 1, 1) + timedelta(
-            days=float(rng.uniform(0, 365.25 * (y1 - y0 + 1))), hours=float(rng.uniform(8, 19))
+        when = datetime(y0, 1, 1) + timedelta(  # a working day's session
+            days=int(rng.integers(0, 365 * (y1 - y0 + 1))),
+            seconds=int(rng.integers(8 * 3600, 20 * 3600)),
         )
-        when = when.replace(hour=min(when.hour, 23), microsecond=0)
         if spec.kind == "2d":
             thick = float(rng.integers(1, 4))  # layers
         elif spec.kind == "amorphous":
@@ -891,15 +891,19 @@ def _signal(p: StemParams, inst: Instrument, sc: _Scene, size: int) -> np.ndarra
     zs = {int(z) for arr in sc.film_z + sc.part_z for z in np.unique(arr)} | set(sc.density)
     sig_df = {z: _wentzel_nm2(z, kv, df_lo, outer) if has_df else 0.0 for z in zs}
     sig_out = {z: _wentzel_nm2(z, kv, hi_bf, math.inf) for z in zs}
+    # lookup tables by atomic number for the columns
+    tab_df, tab_out = np.zeros(120), np.zeros(120)
+    for z in zs:
+        tab_df[z], tab_out[z] = sig_df[z], sig_out[z]
     lam_rel = wavelength_pm(kv) / wavelength_pm(200.0)
 
     def col_weights(z: np.ndarray, n: np.ndarray, b: np.ndarray, kind: str) -> np.ndarray:
         if kind == "df":
-            s = np.vectorize(sig_df.get)(z) if len(z) else np.zeros(0)
+            s = tab_df[z]
             w = _COL_AREA_NM2 * (1 - np.exp(-n * s / _COL_AREA_NM2))
             return w * (1 + c_diff * (b - 1))
         if kind == "out":
-            s = np.vectorize(sig_out.get)(z) if len(z) else np.zeros(0)
+            s = tab_out[z]
             return _COL_AREA_NM2 * (1 - np.exp(-n * s / _COL_AREA_NM2))
         if kind == "abf":
             return _COL_AREA_NM2 * (1 - np.exp(-n * 1.2e-4 * np.cbrt(z) / _COL_AREA_NM2))
@@ -961,7 +965,7 @@ def _signal(p: StemParams, inst: Instrument, sc: _Scene, size: int) -> np.ndarra
             aperture = g2 < (a * 1e-3 / lam) ** 2
             # k_plain already holds the incoherent blur: undo nothing, phase contrast is coherent
             phase = _conv(pot_f * np.sin(chi) * aperture, size)
-            bf *= 1 + c_ph * 2 * np.clip(phase, -0.4, 0.4)
+            bf *= 1 + c_ph * 2 * np.clip(phase, -0.45, 0.45)
         sig += bf
     return np.clip(sig, 0, None)
 
@@ -1008,7 +1012,9 @@ def _detect(
     if noise:
         counts = rng.poisson(expected).astype(np.float64)
         k = inst.pmt_shape
-        pulses = rng.gamma(np.maximum(counts * k, 1e-12), 1.0 / k) * (counts > 0)
+        # a sum of `counts` gamma(k, 1/k) pulse heights: mean counts, variance counts / k
+        # (drawn as its normal approximation, ten times cheaper than the gamma)
+        pulses = np.maximum(counts + np.sqrt(counts / k) * rng.standard_normal(counts.shape), 0)
     else:
         pulses = expected
     a = math.exp(-p.dwell_us / inst.amp_tau_us)
@@ -1175,8 +1181,15 @@ def simulate_archive(
                 progress(done, n)
     else:
         import multiprocessing as mp
+        import threading
 
-        with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as ex:
+        # fork needs no `if __name__ == "__main__"` guard in the caller's script; with other
+        # threads alive forking is unsafe, and a fork server is the fallback
+        methods = mp.get_all_start_methods()
+        method = "fork" if "fork" in methods and threading.active_count() == 1 else "spawn"
+        if method == "spawn" and "forkserver" in methods:
+            method = "forkserver"
+        with ProcessPoolExecutor(workers, mp_context=mp.get_context(method)) as ex:
             futures = [ex.submit(_work, job) for job in jobs]
             for fut in as_completed(futures):
                 done += len(fut.result())
