@@ -1,0 +1,428 @@
+"""What a trained contrastive model is for: search, metadata prediction, anomalies and maps.
+
+Everything here works on an :class:`~emdig.contrastive.index.EmbeddingIndex` made by
+:func:`embed_catalog`, which stores the image and metadata embeddings of catalogued
+micrographs beside the catalog (``<catalog>.d/contrastive/embeddings.parquet``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import re
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..catalog.store import Catalog
+from ..errors import ModelError, QueryError
+from ..micrograph import ACQUISITION_FIELDS, Micrograph
+from .data import ContrastiveDataset
+from .encoders import ContrastiveModel
+from .encoding import metadata_record
+from .index import EmbeddingIndex
+
+__all__ = [
+    "META_FIELDS",
+    "anomalies",
+    "contrastive_dir",
+    "default_model_path",
+    "embed_catalog",
+    "embeddings_path",
+    "load_model_for",
+    "parse_meta_query",
+    "predict",
+    "projection",
+    "projection_map",
+    "search_like",
+    "search_meta",
+]
+
+log = logging.getLogger(__name__)
+
+#: Fields a metadata query may name.
+META_FIELDS: tuple[str, ...] = (*ACQUISITION_FIELDS, "pixel_size_nm")
+_TEXT_FIELDS = {"mode", "detector", "instrument", "acquired_at"}
+
+
+def contrastive_dir(catalog_path: str | Path) -> Path:
+    """``<catalog>.d/contrastive``: where models, caches and embeddings of a catalog live."""
+    p = Path(catalog_path)
+    return p.with_name(p.name + ".d") / "contrastive"
+
+
+def default_model_path(catalog_path: str | Path) -> Path:
+    """The weights ``emdig contrastive train`` writes by default."""
+    return contrastive_dir(catalog_path) / "model" / "model.safetensors"
+
+
+def embeddings_path(catalog_path: str | Path) -> Path:
+    """The Parquet file ``emdig contrastive embed`` writes by default."""
+    return contrastive_dir(catalog_path) / "embeddings.parquet"
+
+
+def load_model_for(catalog_path: str | Path, model: str | Path | None = None) -> ContrastiveModel:
+    """``model`` (a ``.safetensors`` path or the folder holding ``model.safetensors``), else the
+    catalog's default model. A missing model is an error that says how to make one."""
+    if model is None:
+        path = default_model_path(catalog_path)
+    else:
+        path = Path(model)
+        if path.is_dir():
+            path = path / "model.safetensors"
+    if not path.is_file():
+        raise ModelError(
+            "no contrastive model here; run `emdig contrastive train` first or pass --model",
+            path=path,
+        )
+    return ContrastiveModel.load(path)
+
+
+def _model_id(model: ContrastiveModel) -> str:
+    h = hashlib.sha256()
+    for k, v in sorted(model.net.state_dict().items()):
+        h.update(k.encode())
+        h.update(v.detach().cpu().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+# ------------------------------------------------------------------------------ embed
+def embed_catalog(
+    catalog: Catalog,
+    model: ContrastiveModel,
+    *,
+    where: str | None = None,
+    out: str | Path | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> EmbeddingIndex:
+    """Embed the images and the metadata of catalogued micrographs and save them.
+
+    Pixels are read (and preprocessed) once into a cache beside the catalog; a re-run reuses
+    it. Returns the index written to ``out`` (default :func:`embeddings_path`).
+    """
+    cache = contrastive_dir(catalog.path) / "cache"
+    data = ContrastiveDataset.from_catalog(
+        catalog, where=where, config=model.config.image, cache_dir=cache, progress=progress
+    )
+    image = model.embed_regions(data.regions)
+    meta = model.embed_metadata(data.records)
+    index = EmbeddingIndex(
+        ids=np.asarray([-1 if i is None else i for i in data.ids], np.int64),
+        image=image,
+        meta=meta,
+        model=_model_id(model),
+        paths=[p or "" for p in data.paths],
+    )
+    index.save(out or embeddings_path(catalog.path))
+    return index
+
+
+def _check_fresh(index: EmbeddingIndex, model: ContrastiveModel) -> None:
+    if index.model and index.model != _model_id(model):
+        log.warning(
+            "the embeddings were made by another model; run `emdig contrastive embed` again"
+        )
+
+
+# ----------------------------------------------------------------------------- search
+def _hits(index: EmbeddingIndex, pos: np.ndarray, scores: np.ndarray) -> list[dict[str, Any]]:
+    return [
+        {"rank": r + 1, "id": int(index.ids[p]), "path": index.paths[p], "score": float(s)}
+        for r, (p, s) in enumerate(zip(pos, scores, strict=True))
+    ]
+
+
+def _as_micrograph(image: Micrograph | np.ndarray | str | Path) -> Micrograph:
+    if isinstance(image, Micrograph):
+        return image
+    if isinstance(image, str | Path):
+        from ..io import read
+
+        return read(image)[0]
+    return Micrograph(np.asarray(image))
+
+
+def search_like(
+    image: Micrograph | np.ndarray | str | Path,
+    *,
+    model: ContrastiveModel,
+    index: EmbeddingIndex,
+    k: int = 10,
+) -> list[dict[str, Any]]:
+    """Catalogued images most like ``image`` (image to image, cosine of image embeddings).
+
+    Returns ``k`` dicts with ``rank``, ``id`` (catalog micrograph id), ``path`` and ``score``.
+    """
+    _check_fresh(index, model)
+    q = model.embed_images([_as_micrograph(image)])
+    pos, sc = index.search(q, k=k, space="image")
+    return _hits(index, pos[0], sc[0])
+
+
+def parse_meta_query(text: str) -> dict[str, Any]:
+    """``"detector=HAADF voltage_kv=300 magnification=10e6"`` -> a metadata dict.
+
+    Numeric fields take numbers (``10e6``, ``2.5``, ``300kV`` is not accepted: units are in the
+    field names). Unknown fields and bad values raise :class:`~emdig.errors.QueryError`.
+    """
+    out: dict[str, Any] = {}
+    for part in re.split(r"[\s,;]+", text.strip()):
+        if not part:
+            continue
+        if "=" not in part:
+            raise QueryError(f"expected field=value, got {part!r}")
+        key, value = (s.strip() for s in part.split("=", 1))
+        if key not in META_FIELDS:
+            raise QueryError(f"unknown field {key!r}; fields are {', '.join(META_FIELDS)}")
+        if key in _TEXT_FIELDS:
+            out[key] = value.strip("'\"")
+            continue
+        try:
+            num = float(value)
+        except ValueError:
+            raise QueryError(f"{key} takes a number, got {value!r}") from None
+        if not math.isfinite(num):
+            raise QueryError(f"{key} must be finite, got {value!r}")
+        out[key] = num
+    if not out:
+        raise QueryError("empty metadata query; e.g. 'detector=HAADF voltage_kv=300'")
+    return out
+
+
+def search_meta(
+    query: Mapping[str, Any] | str,
+    *,
+    model: ContrastiveModel,
+    index: EmbeddingIndex,
+    k: int = 10,
+) -> list[dict[str, Any]]:
+    """Catalogued images whose content best fits the metadata ``query`` (metadata to image).
+
+    Fields not named in the query are missing (the model's "missing" vectors), not zero.
+    """
+    _check_fresh(index, model)
+    q = parse_meta_query(query) if isinstance(query, str) else dict(query)
+    emb = model.embed_metadata([q])
+    pos, sc = index.search(emb, k=k, space="image")
+    return _hits(index, pos[0], sc[0])
+
+
+# ---------------------------------------------------------------------------- predict
+def _rows_by_id(catalog: Catalog, ids: Sequence[int] | np.ndarray) -> dict[int, dict[str, Any]]:
+    want = {int(i) for i in ids if int(i) >= 0}
+    return {int(r["id"]): r for r in catalog.select() if int(r["id"]) in want}
+
+
+def predict(
+    image: Micrograph | np.ndarray | str | Path,
+    *,
+    model: ContrastiveModel,
+    index: EmbeddingIndex | None = None,
+    catalog: Catalog | None = None,
+    k: int = 25,
+) -> dict[str, dict[str, Any]]:
+    """Metadata for an image, per field, from the linear probes and from retrieval.
+
+    Probes read each field straight off the image embedding. Retrieval ranks the catalogued
+    items' metadata embeddings against the image and takes a similarity-weighted vote of the
+    ``k`` best (categories) or their weighted geometric/arithmetic mean (numbers).
+
+    Returns
+    -------
+    dict
+        ``field -> {"probe": value, "probe_confidence": p or None, "retrieval": value,
+        "retrieval_confidence": share of the vote or None, "retrieval_spread": relative
+        spread}``; keys are absent where a method has nothing to say.
+    """
+    emb = model.embed_images([_as_micrograph(image)])
+    out: dict[str, dict[str, Any]] = {}
+    if len(model.probes):
+        pred = model.predict(emb)
+        for name, val in pred.items():
+            if name.endswith("_probability"):
+                continue
+            v = val[0]
+            entry = out.setdefault(name, {})
+            entry["probe"] = v if isinstance(v, str) else float(v)
+            p = pred.get(name + "_probability")
+            entry["probe_confidence"] = None if p is None else float(p[0])
+    if index is not None and catalog is not None and len(index):
+        _check_fresh(index, model)
+        pos, sc = index.search(emb, k=k, space="meta")
+        rows = _rows_by_id(catalog, index.ids[pos[0]])
+        scale = float(model.net.logit_scale.exp().clamp(max=100.0))
+        w = np.exp(scale * (sc[0] - sc[0].max()))
+        recs = [
+            metadata_record(rows[int(index.ids[p])]) for p in pos[0] if int(index.ids[p]) in rows
+        ]
+        w = w[: len(recs)]
+        for spec in model.fields:
+            vals = [(r.get(spec.name), wi) for r, wi in zip(recs, w, strict=True)]
+            vals = [(v, wi) for v, wi in vals if v is not None]
+            if not vals:
+                continue
+            entry = out.setdefault(spec.name, {})
+            total = sum(wi for _, wi in vals)
+            if spec.kind == "categorical" or isinstance(vals[0][0], str):
+                votes: dict[str, float] = {}
+                for v, wi in vals:
+                    votes[str(v)] = votes.get(str(v), 0.0) + wi
+                best = max(votes, key=lambda s: votes[s])
+                entry["retrieval"] = best
+                entry["retrieval_confidence"] = votes[best] / total
+            else:
+                x = np.asarray([float(str(v)) for v, _ in vals])
+                ww = np.asarray([wi for _, wi in vals]) / total
+                if spec.log and (x > 0).all():
+                    lx = np.log10(x)
+                    mu = float((ww * lx).sum())
+                    entry["retrieval"] = 10.0**mu
+                    entry["retrieval_spread"] = float(np.sqrt((ww * (lx - mu) ** 2).sum()))
+                else:
+                    mu = float((ww * x).sum())
+                    entry["retrieval"] = mu
+                    entry["retrieval_spread"] = float(np.sqrt((ww * (x - mu) ** 2).sum()))
+    return out
+
+
+# -------------------------------------------------------------------------- anomalies
+def anomalies(
+    *,
+    model: ContrastiveModel,
+    index: EmbeddingIndex,
+    catalog: Catalog | None = None,
+    top: int | None = 20,
+    block: int = 4096,
+) -> list[dict[str, Any]]:
+    """Rank catalogued images by how badly their stored metadata fits their content.
+
+    For each item the cosine of its image with its own metadata is compared with the cosines
+    of its image against every stored metadata: ``z = (own - mean) / std``. A well-described
+    image has its own metadata far above the crowd (large z); a wrong detector or
+    magnification, or a blank or broken frame, has not. The score is ``-z`` (higher = more
+    suspicious). Where probes exist, the fields they read differently from the stored values
+    (detector, mode, a magnification or pixel size off by more than 2x) are listed as
+    reasons, as are constant frames (from the catalog's pixel statistics).
+    """
+    _check_fresh(index, model)
+    n = len(index)
+    if n == 0:
+        return []
+    own = np.einsum("ij,ij->i", index.image, index.meta)
+    z = np.empty(n, np.float64)
+    rank = np.empty(n, np.int64)
+    for i in range(0, n, block):
+        sim = index.image[i : i + block] @ index.meta.T
+        mu, sd = sim.mean(axis=1), sim.std(axis=1) + 1e-6
+        z[i : i + block] = (own[i : i + block] - mu) / sd
+        rank[i : i + block] = (sim > own[i : i + block, None]).sum(axis=1) + 1
+    score = -z
+    rows = _rows_by_id(catalog, index.ids) if catalog is not None else {}
+    pred = model.predict(index.image) if len(model.probes) else {}
+    order = np.argsort(-score, kind="stable")
+    if top is not None:
+        order = order[:top]
+    out: list[dict[str, Any]] = []
+    for i in order:
+        row = rows.get(int(index.ids[i]), {})
+        reasons = []
+        if row and row.get("std") is not None and row["std"] == 0:
+            reasons.append("constant frame (every pixel equal)")
+        for f in ("detector", "mode", "instrument"):
+            if f in pred and row.get(f) is not None and str(pred[f][i]) != str(row[f]):
+                conf = float(pred[f + "_probability"][i])
+                reasons.append(f"{f}: stored {row[f]}, looks like {pred[f][i]} ({conf:.0%})")
+        for f in ("magnification", "pixel_size_nm"):
+            if f in pred and row.get(f):
+                ratio = float(pred[f][i]) / float(row[f])
+                if not (0.5 <= ratio <= 2.0):
+                    reasons.append(f"{f}: stored {row[f]:.4g}, looks like {float(pred[f][i]):.4g}")
+        out.append(
+            {
+                "rank": len(out) + 1,
+                "id": int(index.ids[i]),
+                "path": index.paths[i],
+                "score": float(score[i]),
+                "own_metadata_rank": int(rank[i]),
+                "reasons": reasons,
+            }
+        )
+    return out
+
+
+# -------------------------------------------------------------------------------- map
+def projection(vectors: np.ndarray, *, seed: int = 0, method: str = "pca") -> np.ndarray:
+    """A 2-D projection ``(N, 2)`` of embeddings: ``"pca"`` (default, exact and fast)."""
+    x = np.asarray(vectors, np.float64)
+    if method != "pca":
+        raise ValueError(f"unknown projection {method!r}; use 'pca'")
+    if len(x) < 2:
+        return np.zeros((len(x), 2))
+    x = x - x.mean(axis=0)
+    _, _, vt = np.linalg.svd(x, full_matrices=False)
+    y = x @ vt[:2].T
+    if y.shape[1] < 2:
+        y = np.pad(y, ((0, 0), (0, 2 - y.shape[1])))
+    return np.asarray(y)
+
+
+def projection_map(
+    index: EmbeddingIndex,
+    *,
+    catalog: Catalog,
+    color_by: str,
+    out: str | Path,
+    space: str = "image",
+) -> Path:
+    """A PNG scatter of the embeddings in 2-D (PCA), coloured by a catalog field.
+
+    Categorical fields get one colour per value with a legend; numeric fields a colour scale
+    (logarithmic where the values span more than a decade).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import LogNorm
+
+    if color_by not in (*META_FIELDS, "format", "height", "width", "dtype"):
+        raise QueryError(f"cannot colour by {color_by!r}; use one of {', '.join(META_FIELDS)}")
+    vecs = index.image if space == "image" else index.meta
+    xy = projection(vecs)
+    rows = _rows_by_id(catalog, index.ids)
+    vals = [rows.get(int(i), {}).get(color_by) for i in index.ids]
+    fig, ax = plt.subplots(figsize=(7.5, 6), dpi=120)
+    numeric = all(v is None or isinstance(v, int | float) for v in vals) and any(
+        v is not None for v in vals
+    )
+    missing = np.asarray([v is None for v in vals])
+    if missing.any():
+        ax.scatter(xy[missing, 0], xy[missing, 1], s=6, c="#cccccc", label="missing", linewidths=0)
+    if numeric:
+        v = np.asarray([np.nan if x is None else float(x) for x in vals])
+        ok = ~missing
+        pos = v[ok] > 0
+        norm = None
+        if pos.all() and ok.any() and np.nanmax(v[ok]) / max(np.nanmin(v[ok]), 1e-300) > 10:
+            norm = LogNorm(vmin=np.nanmin(v[ok]), vmax=np.nanmax(v[ok]))
+        sc = ax.scatter(xy[ok, 0], xy[ok, 1], s=6, c=v[ok], cmap="viridis", norm=norm, linewidths=0)
+        fig.colorbar(sc, ax=ax, label=color_by)
+    else:
+        cats = sorted({str(x) for x in vals if x is not None})
+        cmap = plt.get_cmap("tab10" if len(cats) <= 10 else "tab20")
+        for j, c in enumerate(cats):
+            m = np.asarray([x is not None and str(x) == c for x in vals])
+            ax.scatter(xy[m, 0], xy[m, 1], s=6, color=cmap(j % cmap.N), label=c, linewidths=0)
+        ax.legend(markerscale=3, fontsize=8, loc="best", title=color_by)
+    ax.set_xlabel("PC 1")
+    ax.set_ylabel("PC 2")
+    ax.set_title(f"{space} embeddings of {len(index)} images, coloured by {color_by}")
+    fig.tight_layout()
+    p = Path(out)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(p)
+    plt.close(fig)
+    return p
