@@ -38,6 +38,7 @@ from ._cli_common import (
     err,
     out,
 )
+from ._cli_contrastive import contrastive_app, search_cmd
 from ._cli_figures import figures_app
 from .batch import run_isolated
 from .catalog.report import write_report
@@ -57,6 +58,8 @@ catalog_app = typer.Typer(
 )
 app.add_typer(catalog_app, name="catalog")
 app.add_typer(figures_app, name="figures")
+app.add_typer(contrastive_app, name="contrastive")
+app.command("search")(search_cmd)
 
 
 def _version(value: bool) -> None:
