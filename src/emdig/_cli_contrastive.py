@@ -180,7 +180,8 @@ def contrastive_evaluate(
                 config=m.config.image,
                 cache_dir=contrastive_dir(cat.path) / "cache",
             )
-            train_split, held = data.split(holdout=m.config.holdout)
+            holdout = float(m.config.trained_on.get("holdout", 0.1))
+            train_split, held = data.split(holdout=holdout)
             metrics = evaluate(m, held, train=train_split)
     except EmdigError as e:
         raise _fail(e) from None
