@@ -168,6 +168,25 @@ def test_scan_rotation_rotates_fft_peaks(rot: float) -> None:
     assert abs(d) < 1.0
 
 
+def test_drift_shears_lattice_as_predicted() -> None:
+    # stage-x drift during a slow scan: row r is acquired r * line_time later, so the lattice
+    # is sheared by v * line_time / pixel per row; reciprocal vectors move by M^-T
+    still = _square_lattice_params(dwell_us=32.0)
+    moving = _square_lattice_params(dwell_us=32.0, drift_x_nm_s=0.2)
+    g0 = _peaks(simulate_image(still, noise=False), 2)
+    g1 = _peaks(simulate_image(moving, noise=False), 2)
+    line_t = (256 * 32.0 + sim.INSTRUMENTS[still.instrument].flyback_us) * 1e-6
+    shear = 0.2 * line_t / still.pixel_size_nm  # columns per row
+    m = np.array([[1.0, shear], [0.0, 1.0]])  # (col, row) -> (col, row)
+    for fx, fy in g0:
+        g = np.linalg.inv(m).T @ np.array([fx, -fy])  # in (col, row) frequency
+        pred = (g[0], -g[1])
+        dist = min(min(math.dist(pred, q), math.dist(pred, (-q[0], -q[1]))) for q in g1)
+        moved = math.dist(pred, (fx, fy))
+        assert moved > 2.0 / 256 or abs(fx) < 1e-3  # peaks with a column component move
+        assert dist < 0.4 / 256
+
+
 # ----------------------------------------------------------------------------- sampling and files
 def test_sample_params_archive_like() -> None:
     ps = sim.sample_params(np.random.default_rng(1), 1500)

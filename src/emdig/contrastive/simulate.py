@@ -396,7 +396,8 @@ class StemParams:
 
     The first block is recorded in the file (``pixel_size_nm`` derives from ``magnification``,
     the collection angles from ``detector`` and ``camera_length_mm``); the rest is hidden
-    (recorded only in the manifest): specimen thickness, defocus, drift, in-plane orientation,
+    (recorded only in the manifest): specimen thickness, defocus, drift (stage frame, nm/s),
+    in-plane orientation,
     the user's contrast/brightness setting and the seed of the specimen and scan realisation.
     """
 
@@ -540,7 +541,8 @@ def sample_params(rng: np.random.Generator, n: int) -> list[StemParams]:
         else:
             defocus = rng.normal(0.0, 3.0)
         drift_speed = float(np.exp(rng.normal(np.log(0.03), 0.8)))  # nm/s (~2 nm/min)
-        drift_dir = float(rng.uniform(0, 2 * np.pi))
+        # a side-entry holder drifts mostly along its rod (stage x), either way
+        drift_dir = float(rng.choice([0.0, np.pi]) + rng.normal(0.0, 0.35))
         out.append(
             make_params(
                 specimen=spec.name,
@@ -576,6 +578,7 @@ class _Scene:
 
     size: int
     px: float
+    scan_px: int
     film_xy: list[np.ndarray] = field(default_factory=list)  # (N, 2) col,row
     film_z: list[np.ndarray] = field(default_factory=list)
     film_n: list[np.ndarray] = field(default_factory=list)  # atoms in the column
@@ -599,18 +602,19 @@ def _rot(deg: float) -> np.ndarray:
     return np.array([[math.cos(t), -math.sin(t)], [math.sin(t), math.cos(t)]])
 
 
-def _maps(p: StemParams, inst: Instrument, size: int) -> tuple[np.ndarray, np.ndarray, float]:
+def _maps(p: StemParams, inst: Instrument, scan_px: int) -> tuple[np.ndarray, np.ndarray, float]:
     """Stage (nm, y up) -> image (px) linear map for film vectors, and for beam-frame vectors.
 
     Returns ``(L_film, L_beam, line_time_s)``; ``L_film`` includes the tilt foreshortening,
     ``L_beam`` (3-D objects, on-zone particles) does not. Drift shears and stretches both.
     """
     px = p.pixel_size_nm
-    line_t = (size * p.dwell_us + inst.flyback_us) * 1e-6
-    vx, vy = p.drift_x_nm_s, p.drift_y_nm_s
+    line_t = (scan_px * p.dwell_us + inst.flyback_us) * 1e-6
+    flip = np.array([[1.0, 0.0], [0.0, -1.0]])
+    # stage-frame drift as seen in the scan frame (col, row): it turns with the scan rotation
+    vx, vy = flip @ _rot(p.scan_rotation_deg) @ np.array([p.drift_x_nm_s, p.drift_y_nm_s])
     den = px - vy * line_t
     drift = np.array([[1.0 / px, vx * line_t / (px * den)], [0.0, 1.0 / den]])
-    flip = np.array([[1.0, 0.0], [0.0, -1.0]])
     tilt = np.diag(
         [math.cos(math.radians(p.tilt_beta_deg)), math.cos(math.radians(p.tilt_alpha_deg))]
     )
@@ -659,11 +663,14 @@ def _smooth_field(rng: np.random.Generator, size: int, corr_px: float) -> np.nda
     return f / max(float(f.std()), 1e-9)
 
 
-def _build_scene(p: StemParams, inst: Instrument, size: int, rng: np.random.Generator) -> _Scene:
+def _build_scene(
+    p: StemParams, inst: Instrument, size: int, rng: np.random.Generator, scan_px: int
+) -> _Scene:
+    """The specimen on the ``size``-pixel render grid of a ``scan_px``-pixel scan."""
     spec = SPECIMENS[p.specimen]
     px = p.pixel_size_nm
-    sc = _Scene(size=size, px=px)
-    l_film, l_beam, _ = _maps(p, inst, size)
+    sc = _Scene(size=size, px=px, scan_px=scan_px)
+    l_film, l_beam, _ = _maps(p, inst, scan_px)
     centre = np.array([size / 2.0, size / 2.0])
     # the grid is padded beyond the image: keep columns off its edges, where FFTs wrap
     lo, hi = np.array([2.0, 2.0]), np.array([size - 3.0, size - 3.0])
@@ -885,7 +892,7 @@ def _signal(p: StemParams, inst: Instrument, sc: _Scene, size: int) -> np.ndarra
     c_abf = float(np.clip((inner / a - 0.15) / 0.35, 0, 1)) if o > 0 else 0.0
     c_ph = float(np.clip(1 - outer / a, 0, 1)) if o > 0 else 0.0
     c_diff = float(np.clip((2.5 * a - df_lo) / (1.5 * a), 0, 1)) if has_df else 0.0
-    l_film, _, _ = _maps(p, inst, size)
+    l_film, _, _ = _maps(p, inst, sc.scan_px)
     k_film, k_plain, _ = _kernels(p, inst, size, l_film)
     px2 = sc.px**2
     zs = {int(z) for arr in sc.film_z + sc.part_z for z in np.unique(arr)} | set(sc.density)
@@ -1062,7 +1069,7 @@ def simulate_image(
     if rng is None:
         rng = np.random.default_rng([params.seed, 2])
     full = _padded(size)
-    scene = _build_scene(params, inst, full, world)
+    scene = _build_scene(params, inst, full, world, size)
     frac = _signal(params, inst, scene, full)
     frac = _scan_distort(frac, params, inst, world, size)
     # slow gain drift of the detector over the frame
