@@ -15,17 +15,21 @@ __all__ = [
     "CorruptFile",
     "EmdigError",
     "EmptyFile",
+    "EncryptedFile",
     "FetchError",
     "MissingCalibration",
     "MissingDependency",
     "ModelError",
     "NestingTooDeep",
     "QueryError",
+    "StreamTooLarge",
     "TimeLimit",
     "TooLarge",
+    "TooManyPages",
     "TruncatedFile",
     "UnreadableFile",
     "UnsafeArchiveMember",
+    "UnsafeContent",
     "UnsupportedFormat",
     "WorkerCrashed",
 ]
@@ -92,6 +96,30 @@ class TooLarge(EmdigError):
     """A declared size exceeds a budget in :mod:`emdig.io.limits`; checked before allocation."""
 
     code = "size_budget"
+
+
+class TooManyPages(TooLarge):
+    """A document has more pages than the page budget (checked before any page is parsed)."""
+
+    code = "page_limit"
+
+
+class StreamTooLarge(TooLarge):
+    """A PDF stream inflates beyond the stream budget (checked before the PDF is parsed)."""
+
+    code = "stream_limit"
+
+
+class EncryptedFile(EmdigError):
+    """The document is encrypted and cannot be opened without a password."""
+
+    code = "encrypted"
+
+
+class UnsafeContent(EmdigError):
+    """XML declares entities or external references (entity bombs, XXE); it is never expanded."""
+
+    code = "xml_entities"
 
 
 class NestingTooDeep(EmdigError):
