@@ -413,6 +413,6 @@ def test_nature_figure_bars_match_hand_measurements(fig: int) -> None:
 
 
 @pytest.mark.shared_data
-@pytest.mark.parametrize("fig", [3, 4])
+@pytest.mark.parametrize("fig", [3, 4, 5])
 def test_nature_plot_figures_have_no_bars(fig: int) -> None:
     assert find_scale_bars(_rgb(LIT / "figures" / f"s41467-018-06211-3_fig{fig}.jpg")) == []

@@ -640,6 +640,23 @@ def _flat(pixels: np.ndarray) -> bool:
     return p.size == 0 or float(np.median(np.abs(p - np.median(p, axis=0)))) <= 6
 
 
+def _continues(rgb: np.ndarray, c: _Cand, side: int) -> bool:
+    """Whether the bar's rows go on past one end (``side`` -1 left, 1 right) in a shade that
+    differs from a flat background just above and below there."""
+    H = rgb.shape[0]
+    cols = slice(max(0, c.x0 - 5), max(0, c.x0 - 1)) if side < 0 else slice(c.x1 + 1, c.x1 + 5)
+    past = rgb[c.by0 : c.by1, cols].reshape(-1, 3)
+    ref = np.concatenate(
+        [
+            rgb[max(0, c.by0 - 4) : max(0, c.by0 - 2), cols].reshape(-1, 3),
+            rgb[min(H, c.by1 + 2) : min(H, c.by1 + 4), cols].reshape(-1, 3),
+        ]
+    )
+    if past.size == 0 or ref.size == 0 or not _flat(ref):
+        return False
+    return float(np.abs(np.median(past, axis=0) - np.median(ref, axis=0)).max()) > 40
+
+
 def _flat_around(rgb: np.ndarray, box: Box, c: _Cand) -> bool:
     """Whether the background around ``box`` (pixels not of the bar's colour) is flat."""
     x0, y0, x1, y1 = box
@@ -696,7 +713,8 @@ def _soft_ink(crop: np.ndarray, colour: np.ndarray, tol: float) -> np.ndarray:
     return np.dstack([grey, grey, grey])
 
 
-_LABELISH = re.compile(r"\d|[nuµμ]m", re.IGNORECASE)
+# a reading worth a second try has a unit in it, perhaps misread ("Fum" for "1 µm")
+_LABELISH = re.compile(r"[nuµμp]m|[µμ]|\d\s?[AÅ]\b", re.IGNORECASE)
 
 
 def _label_for(
@@ -705,12 +723,12 @@ def _label_for(
     """The bar's label; whether words sit right next to it (a legend line); the text boxes.
 
     Only lines shaped like a label are read: two glyphs or more, 1.3 to 12 times as wide as
-    high. The plain crop is read first; if it does not parse but looks like a label (a digit,
-    "nm", "um"), the crop redrawn as ink on white is read too. Readings are cached by box.
+    high, the two most plausible. The plain crop is read first; if it does not parse but
+    has a unit in it, the crop redrawn as ink on white is read too. Readings are cached.
     """
     words = False
     boxes: list[Box] = []
-    for line in _text_lines(rgb, c, bounds)[:3]:
+    for line in _text_lines(rgb, c, bounds)[:2]:
         x0, y0, x1, y1 = line.box
         aspect = (x1 - x0) / max(1, y1 - y0)
         boxes.append(line.box)
@@ -801,6 +819,9 @@ def find_scale_bars(
                 (min(H, c.by1 + 3), min(H, c.by1 + 12)),
             )
         )
+        # on a flat background, a run whose row goes on in another shade past both ends is an
+        # edge lying on a longer line (a bar-chart column on its axis)
+        on_line = all(_continues(rgb, c, side) for side in (-1, 1))
         # ink of its colour touching it: a curve that goes on, a glyph, a drawing
         touching = any(
             _gap(b, (c.x0, c.y0, c.x1, c.y1)) <= max(2, c.by1 - c.by0) and _flat_around(rgb, b, c)
@@ -810,6 +831,7 @@ def find_scale_bars(
             words
             or touching
             or sandwich >= 0.2
+            or on_line
             or not c.achromatic
             or c.x1 - c.x0 < _MIN_LEN_BARE
             or c.thick < _MIN_THICK_BARE
