@@ -40,6 +40,7 @@ from ._cli_common import (
 )
 from ._cli_contrastive import contrastive_app, search_cmd
 from ._cli_figures import figures_app
+from ._demo import demo_contrastive, demo_figures
 from .batch import run_isolated
 from .catalog.report import write_report
 from .catalog.store import COLUMNS, Catalog, default_catalog_path
@@ -771,6 +772,8 @@ def demo_cmd(
         hits = cat.count(where="voltage_kv >= 200 and detector = 'HAADF'")
         out.print(f"query voltage_kv >= 200 and detector = 'HAADF': {hits} micrographs")
         sections = _demo_particles(output, cat)
+        sections += demo_figures(output, cat, echo=out.print)
+        sections += demo_contrastive(output, cat, echo=out.print)
         report = write_report(
             cat, output / "report.html", title="emdig demo catalog", sections=sections
         )
