@@ -1,0 +1,322 @@
+"""Training the contrastive image-metadata model (CLIP-style, after arXiv:2604.24909).
+
+Pairs are (image crop, metadata record) of the same micrograph. The two towers map them into
+one space; the loss pulls each image towards its own metadata and away from the others in the
+batch:
+
+- ``"clip"``: symmetric InfoNCE (cross-entropy over the rows and over the columns of the
+  similarity matrix) with a learnable temperature;
+- ``"siglip"``: an independent sigmoid per pair, with a learnable temperature and bias.
+
+Pairs whose metadata are identical in every encoded field are indistinguishable to the metadata
+tower, so both losses count them as positives of each other rather than as negatives.
+
+The held-out split is by file (:func:`~emdig.contrastive.data.heldout_mask`); normalisation
+statistics and vocabularies come from the training split only. Training is deterministic for
+a seed on one machine (same thread count): ``torch.manual_seed`` inside a forked RNG state (the
+caller's is left alone), a numpy ``Generator`` for batches and crops, and
+``torch.use_deterministic_algorithms``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from ..micrograph import Micrograph
+from .config import ContrastiveConfig
+from .data import ContrastiveDataset
+from .encoders import ContrastiveModel, ContrastiveNet, center_crop
+from .encoding import encode_metadata, fit_fields, metadata_keys
+from .evaluate import evaluate, fit_probes, retrieval_metrics
+
+__all__ = ["TrainResult", "clip_loss", "siglip_loss", "train"]
+
+log = logging.getLogger(__name__)
+
+
+def clip_loss(logits: torch.Tensor, positives: torch.Tensor | None = None) -> torch.Tensor:
+    """Symmetric InfoNCE.
+
+    Parameters
+    ----------
+    logits
+        ``(N, N)`` scaled similarities, rows images, columns metadata.
+    positives
+        ``(N, N)`` bool, True where image i and metadata j belong together (default: the
+        diagonal). Several positives in a row share the target probability equally.
+
+    Returns
+    -------
+    torch.Tensor
+        ``(cross_entropy(rows) + cross_entropy(columns)) / 2``, averaged over the batch.
+    """
+    n = logits.shape[0]
+    pos = torch.eye(n, dtype=torch.bool, device=logits.device) if positives is None else positives
+    t = pos.to(logits.dtype)
+    rows = -(t / t.sum(1, keepdim=True) * F.log_softmax(logits, dim=1)).sum(1).mean()
+    cols = -(t / t.sum(0, keepdim=True) * F.log_softmax(logits, dim=0)).sum(0).mean()
+    return (rows + cols) / 2
+
+
+def siglip_loss(logits: torch.Tensor, positives: torch.Tensor | None = None) -> torch.Tensor:
+    """Pairwise sigmoid loss: ``-sum_ij log sigmoid(z_ij * logits_ij) / N`` with ``z = +1`` for
+    positives and ``-1`` otherwise. ``logits`` already include temperature and bias."""
+    n = logits.shape[0]
+    pos = torch.eye(n, dtype=torch.bool, device=logits.device) if positives is None else positives
+    z = pos.to(logits.dtype) * 2 - 1
+    return -F.logsigmoid(z * logits).sum() / n
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train` returns.
+
+    Attributes
+    ----------
+    model
+        The trained model, with linear probes fitted on the training split.
+    history
+        One dict per epoch: ``epoch``, ``loss``, ``heldout_top1``, ``temperature``,
+        ``seconds``.
+    metrics
+        :func:`~emdig.contrastive.evaluate.evaluate` on the held-out split.
+    train, held_out
+        The two splits.
+    weights
+        The saved checkpoint, if ``out`` was given.
+    """
+
+    model: ContrastiveModel
+    history: list[dict[str, float]]
+    metrics: dict[str, float]
+    train: ContrastiveDataset
+    held_out: ContrastiveDataset
+    weights: Path | None = None
+
+
+@contextlib.contextmanager
+def _seeded(seed: int, device: torch.device, deterministic: bool) -> Iterator[None]:
+    prev = torch.are_deterministic_algorithms_enabled()
+    prev_warn = torch.is_deterministic_algorithms_warn_only_enabled()
+    cuda = [device.index or 0] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda):
+        torch.manual_seed(seed)
+        if deterministic:
+            # on CUDA a few kernels have no deterministic version: warn rather than fail there
+            torch.use_deterministic_algorithms(True, warn_only=device.type == "cuda")
+        try:
+            yield
+        finally:
+            torch.use_deterministic_algorithms(prev, warn_only=prev_warn)
+
+
+def _param_groups(net: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    decay, no_decay = [], []
+    for name, p in net.named_parameters():
+        # biases, norms, temperature, missing vectors and embeddings are not shrunk
+        if p.ndim < 2 or name.endswith("missing") or "cat_table" in name or "norm" in name:
+            no_decay.append(p)
+        else:
+            decay.append(p)
+    return [
+        {"params": decay, "weight_decay": weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+
+
+def _crops(block: np.ndarray, size: int, rng: np.random.Generator | None) -> np.ndarray:
+    """``(B, size, size)`` float32 crops of regions ``(B, S, S)``: random positions with
+    ``rng`` (the only augmentation: a translation), else centred."""
+    s = block.shape[-1]
+    if rng is None:
+        return np.asarray(center_crop(block, size), np.float32)
+    off = rng.integers(0, s - size + 1, size=(len(block), 2))
+    ar = np.arange(size)
+    ys = off[:, 0, None, None] + ar[None, :, None]
+    xs = off[:, 1, None, None] + ar[None, None, :]
+    return block[np.arange(len(block))[:, None, None], ys, xs].astype(np.float32)
+
+
+def train(
+    data: ContrastiveDataset | Sequence[Micrograph],
+    *,
+    config: ContrastiveConfig | None = None,
+    loss: Literal["clip", "siglip"] | None = None,
+    epochs: int = 30,
+    batch_size: int = 128,
+    lr: float = 2e-3,
+    weight_decay: float = 0.05,
+    holdout: float = 0.1,
+    held_out: ContrastiveDataset | None = None,
+    seed: int = 0,
+    out: str | Path | None = None,
+    name: str = "model",
+    device: str | torch.device | None = None,
+    deterministic: bool = True,
+    progress: Callable[[int, int, dict[str, float]], None] | None = None,
+) -> TrainResult:
+    """Train a contrastive model and fit its linear probes.
+
+    Parameters
+    ----------
+    data
+        A dataset (e.g. :meth:`ContrastiveDataset.from_catalog`) or micrographs.
+    config
+        Architecture and fields; default :class:`ContrastiveConfig`. Field statistics and
+        vocabularies are (re)fitted on the training split.
+    loss
+        ``"clip"`` or ``"siglip"``; default the config's.
+    epochs, batch_size, lr, weight_decay
+        AdamW with one warm-up epoch, then cosine decay.
+    holdout
+        Fraction of files held out (by file hash) for evaluation.
+    held_out
+        An explicit evaluation set; then all of ``data`` is used for training.
+    seed
+        Seeds weights, batch order and crop positions.
+    out
+        Directory for ``<name>.safetensors`` + ``<name>.json``, written after every epoch and,
+        with the probes, at the end.
+    device
+        Default CUDA when present, else CPU.
+    deterministic
+        ``torch.use_deterministic_algorithms`` during training.
+    progress
+        ``progress(epoch, epochs, figures)`` after each epoch; figures as in
+        :attr:`TrainResult.history`.
+    """
+    t0 = time.perf_counter()
+    cfg = config or ContrastiveConfig()
+    if loss is not None:
+        cfg = replace(cfg, loss=loss)
+    if cfg.loss not in ("clip", "siglip"):
+        raise ValueError(f"loss must be 'clip' or 'siglip', got {cfg.loss!r}")
+    ds = (
+        data
+        if isinstance(data, ContrastiveDataset)
+        else ContrastiveDataset.from_micrographs(data, config=cfg.image)
+    )
+    if held_out is not None:
+        tr, ho = ds, held_out
+    else:
+        tr, ho = ds.split(holdout=holdout)
+    if len(tr) < 2:
+        raise ValueError(f"need at least 2 training items, got {len(tr)}")
+    if tr.regions.shape[-1] != cfg.image.cache_size:
+        raise ValueError(
+            f"dataset regions are {tr.regions.shape[-1]} px, the config wants "
+            f"{cfg.image.cache_size}: build the dataset with this config's image settings"
+        )
+    specs = fit_fields(cfg.metadata.fields, tr.records)
+    cfg = cfg.with_fields(specs)
+    dev = torch.device(device) if device is not None else (
+        torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    )  # fmt: skip
+    enc = encode_metadata(tr.records, specs)
+    codes: dict[str, int] = {}
+    key_ids = np.array([codes.setdefault(k, len(codes)) for k in metadata_keys(tr.records, specs)])
+    ho_enc = encode_metadata(ho.records, specs)
+    ho_keys = metadata_keys(ho.records, specs)
+    n_in = cfg.image.input_size
+    n_batches = max(1, math.ceil(len(tr) / batch_size))
+    total = epochs * n_batches
+    warm = min(n_batches, max(1, total // 10))
+    history: list[dict[str, float]] = []
+    weights: Path | None = None
+    loss_fn = clip_loss if cfg.loss == "clip" else siglip_loss
+    with _seeded(seed, dev, deterministic):
+        net = ContrastiveNet(cfg).to(dev)
+        rng = np.random.default_rng(seed)
+        opt = torch.optim.AdamW(_param_groups(net, weight_decay), lr=lr, betas=(0.9, 0.98))
+
+        def lr_at(step: int) -> float:
+            if step < warm:
+                return lr * (step + 1) / warm
+            return lr * 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, total - warm)))
+
+        step = 0
+        for epoch in range(1, epochs + 1):
+            net.train()
+            perm = rng.permutation(len(tr))
+            losses = []
+            for idx in np.array_split(perm, n_batches):
+                if len(idx) < 2:
+                    continue
+                for g in opt.param_groups:
+                    g["lr"] = lr_at(step)
+                block = np.asarray(tr.regions[idx], np.float32)
+                x = torch.from_numpy(_crops(block, n_in, rng))[:, None].to(dev)
+                reg = torch.from_numpy(block)[:, None].to(dev)
+                m = enc.subset(idx).tensors(dev)
+                kid = torch.from_numpy(key_ids[idx]).to(dev)
+                pos = kid[:, None] == kid[None, :]
+                img = net.encode_image(x, reg)
+                meta = net.encode_metadata(m)
+                logits = net.logit_scale.exp() * img @ meta.T
+                if cfg.loss == "siglip":
+                    logits = logits + net.logit_bias
+                batch_loss = loss_fn(logits, pos)
+                opt.zero_grad(set_to_none=True)
+                batch_loss.backward()
+                opt.step()
+                with torch.no_grad():
+                    net.logit_scale.clamp_(0.0, math.log(100.0))
+                losses.append(float(batch_loss.detach()))
+                step += 1
+            model = ContrastiveModel(net, device=dev)
+            entry: dict[str, float] = {
+                "epoch": float(epoch),
+                "loss": float(np.mean(losses)) if losses else float("nan"),
+                "temperature": float(1.0 / net.logit_scale.detach().exp()),
+                "seconds": time.perf_counter() - t0,
+            }
+            if len(ho):
+                sim = model.embed_regions(ho.regions) @ model.embed_encoded(ho_enc).T
+                entry["heldout_top1"] = retrieval_metrics(sim, ho_keys, ks=(1,))[1]
+            history.append(entry)
+            log.info("epoch %d/%d %s", epoch, epochs, entry)
+            if out is not None:
+                weights = model.save(out, name=name)
+            if progress is not None:
+                progress(epoch, epochs, dict(entry))
+        model = ContrastiveModel(net, device=dev)
+        train_emb = model.embed_regions(tr.regions)
+        model.probes = fit_probes(train_emb, tr.records, specs)
+        metrics = evaluate(model, ho) if len(ho) else {"n": 0.0}
+    for p in model.probes.info:
+        p["heldout"] = {
+            k.split("/")[-1]: v for k, v in metrics.items() if k.startswith(f"probe/{p['field']}/")
+        }
+    net.config = replace(
+        net.config,
+        trained_on={
+            "train_items": len(tr),
+            "heldout_items": len(ho),
+            "train_files": len(set(tr.groups)),
+            "heldout_files": len(set(ho.groups)),
+            "holdout": holdout,
+            "epochs": epochs,
+            "batch_size": batch_size,
+            "lr": lr,
+            "weight_decay": weight_decay,
+            "seed": seed,
+            "device": str(dev),
+            "seconds": round(time.perf_counter() - t0, 1),
+            "heldout_metrics": {k: v for k, v in metrics.items() if not k.endswith("/n")},
+        },
+    )
+    if out is not None:
+        weights = model.save(out, name=name)
+    return TrainResult(model, history, metrics, tr, ho, weights)

@@ -1,0 +1,174 @@
+"""Metadata encoding: records, normalisation statistics, masks, unknown categories, config."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from emdig import Acquisition, Micrograph
+from emdig.contrastive.config import (
+    ContrastiveConfig,
+    FieldSpec,
+    MetadataEncoderConfig,
+    default_fields,
+)
+from emdig.contrastive.encoding import (
+    ELEMENTARY_CHARGE_C,
+    MetadataEncoder,
+    encode_metadata,
+    field_value,
+    fit_fields,
+    metadata_keys,
+    metadata_record,
+)
+from emdig.errors import ModelError
+
+SPECS = (
+    FieldSpec("pixel_size_nm", "numeric", log=True),
+    FieldSpec("voltage_kv", "numeric"),
+    FieldSpec("tilt_alpha_deg", "numeric"),
+    FieldSpec("scan_rotation_deg", "angle"),
+    FieldSpec("detector", "categorical"),
+)
+
+
+def _records() -> list[dict[str, object]]:
+    return [
+        metadata_record({"pixel_size_nm": 0.01, "voltage_kv": 200.0, "tilt_alpha_deg": 1.0,
+                         "scan_rotation_deg": 30.0, "detector": "HAADF"}),
+        metadata_record({"pixel_size_nm": 0.1, "voltage_kv": 300.0, "tilt_alpha_deg": -3.0,
+                         "detector": "BF"}),
+        metadata_record({"pixel_size_nm": 1.0, "voltage_kv": 80.0, "detector": "HAADF"}),
+    ]  # fmt: skip
+
+
+def test_record_from_micrograph_acquisition_and_dict_with_dose() -> None:
+    acq = Acquisition(detector="HAADF", beam_current_pa=40.0, dwell_us=4.0, voltage_kv=300.0)
+    m = Micrograph(np.zeros((4, 4), np.uint8), pixel_size_nm=0.02, acquisition=acq)
+    dose = 40e-12 * 4e-6 / 1.602176634e-19
+    assert ELEMENTARY_CHARGE_C == 1.602176634e-19
+    r = metadata_record(m)
+    assert r["pixel_size_nm"] == 0.02 and r["detector"] == "HAADF"
+    assert r["dose_e_per_px"] == pytest.approx(dose, rel=1e-12)
+    assert r["dose_e_per_px"] == pytest.approx(998.64, abs=0.01)
+    r2 = metadata_record(acq, pixel_size_nm=0.05)
+    assert r2["pixel_size_nm"] == 0.05 and r2["voltage_kv"] == 300.0
+    assert metadata_record(acq)["pixel_size_nm"] is None
+    # a catalog row: extra keys ignored, missing keys are None, no dose without dwell
+    r3 = metadata_record({"id": 3, "path": "x", "beam_current_pa": 10.0, "detector": "BF"})
+    assert r3["dose_e_per_px"] is None and r3["magnification"] is None and "id" not in r3
+
+
+def test_field_value_log_and_missing() -> None:
+    spec = FieldSpec("pixel_size_nm", "numeric", log=True)
+    assert field_value(spec, {"pixel_size_nm": 0.01}) == pytest.approx(-2.0)
+    for bad in (0.0, -1.0, None, float("nan"), "abc"):
+        assert field_value(spec, {"pixel_size_nm": bad}) is None
+    assert field_value(FieldSpec("tilt_alpha_deg"), {"tilt_alpha_deg": 0.0}) == 0.0
+    assert field_value(FieldSpec("detector", "categorical"), {"detector": " BF "}) == "BF"
+    assert field_value(FieldSpec("detector", "categorical"), {"detector": ""}) is None
+
+
+def test_normalisation_statistics_come_from_the_given_records_only() -> None:
+    train = _records()[:2]
+    specs = fit_fields(SPECS, train)
+    px, kv, tilt, _, det = specs
+    # log10 of 0.01 and 0.1 -> -2, -1 (population std)
+    assert px.mean == pytest.approx(-1.5) and px.std == pytest.approx(0.5)
+    assert kv.mean == pytest.approx(250.0) and kv.std == pytest.approx(50.0)
+    assert tilt.mean == pytest.approx(-1.0) and tilt.std == pytest.approx(2.0)
+    assert det.vocab == ("BF", "HAADF")
+    # the third record (not in train) changes nothing; fitting on all three does
+    all3 = fit_fields(SPECS, _records())
+    assert all3[0].mean == pytest.approx(np.mean([-2.0, -1.0, 0.0]))
+    enc = encode_metadata(_records(), specs)
+    np.testing.assert_allclose(enc.numeric[:, 0], [-1.0, 1.0, 3.0], rtol=1e-6)
+    np.testing.assert_allclose(enc.numeric[:, 1], [-1.0, 1.0, (80 - 250) / 50], rtol=1e-6)
+
+
+def test_masks_and_unknown_category_indices() -> None:
+    specs = fit_fields(SPECS, _records()[:2])
+    recs = [
+        {"tilt_alpha_deg": 0.0, "detector": "HAADF", "scan_rotation_deg": 90.0},
+        {"tilt_alpha_deg": None, "detector": "ABF"},  # ABF never seen in training
+        {"detector": None},
+    ]
+    enc = encode_metadata(recs, specs)
+    assert enc.numeric_mask[:, 2].tolist() == [True, False, False]
+    # present tilt 0 is standardised with the training mean -1, std 2 -> 0.5; missing stays 0
+    assert enc.numeric[0, 2] == pytest.approx(0.5) and enc.numeric[1, 2] == 0.0
+    assert enc.angle[0, 0] == pytest.approx(math.pi / 2) and enc.angle_mask[:, 0].tolist() == [
+        True, False, False]  # fmt: skip
+    # vocab ("BF", "HAADF"): HAADF -> 2; unseen ABF -> 0 ("unknown") but present; None missing
+    assert enc.categorical[:, 0].tolist() == [2, 0, 0]
+    assert enc.categorical_mask[:, 0].tolist() == [True, True, False]
+
+
+def _encoder(specs: tuple[FieldSpec, ...]) -> MetadataEncoder:
+    torch.manual_seed(0)
+    cfg = MetadataEncoderConfig(fields=specs, frequencies=3, harmonics=2, token_dim=8, hidden=16)
+    return MetadataEncoder(cfg, 8).eval()
+
+
+def test_missing_is_not_zero_and_unknown_is_not_missing() -> None:
+    specs = fit_fields(SPECS, _records())
+    enc_model = _encoder(specs)
+    base = {"pixel_size_nm": 0.1, "voltage_kv": 200.0, "detector": "HAADF"}
+    recs = [
+        {**base, "tilt_alpha_deg": -1.0},  # exactly the training mean -> standardised 0
+        {**base, "tilt_alpha_deg": None},
+        {**base, "detector": "ABF"},  # unknown
+        {**base, "detector": None},  # missing
+    ]
+    enc = encode_metadata(recs, specs)
+    assert enc.numeric[0, 2] == pytest.approx(0.0, abs=1e-6)  # same input number as missing
+    with torch.no_grad():
+        t = enc.tensors()
+        tok = enc_model.tokens(**t)
+        out = enc_model(**t)
+    # the missing tilt's token is the learned missing vector, the zero tilt's is not
+    np.testing.assert_array_equal(tok[1, 2].numpy(), enc_model.missing[2].detach().numpy())
+    assert not torch.allclose(tok[0, 2], tok[1, 2])
+    assert not torch.allclose(out[0], out[1])
+    # unknown detector -> the "unknown" row of the table; missing -> the missing vector
+    det_slot = 4  # numeric fields, then the angle, then categorical
+    unknown_row = enc_model.cat_table.weight[enc_model.cat_offset[0]]
+    np.testing.assert_array_equal(tok[2, det_slot].numpy(), unknown_row.detach().numpy())
+    np.testing.assert_array_equal(
+        tok[3, det_slot].numpy(), enc_model.missing[det_slot].detach().numpy()
+    )
+    assert not torch.allclose(out[2], out[3])
+    # the value under a False mask does not matter
+    t2 = dict(t)
+    t2["numeric"] = t["numeric"].clone()
+    t2["numeric"][1, 2] = 5.0
+    with torch.no_grad():
+        torch.testing.assert_close(enc_model(**t2)[1], out[1])
+
+
+def test_metadata_keys_identify_identical_records() -> None:
+    specs = fit_fields(SPECS, _records())
+    a = {"pixel_size_nm": 0.1, "voltage_kv": 200.0, "detector": "HAADF"}
+    keys = metadata_keys([a, dict(a), {**a, "voltage_kv": 200.0 + 1e-12}, {**a, "detector": "BF"},
+                          {**a, "acquired_at": "2020"}], specs)  # fmt: skip
+    assert keys[0] == keys[1] == keys[2] == keys[4]  # acquired_at is not an encoded field
+    assert keys[3] != keys[0]
+
+
+def test_config_json_round_trip_and_errors() -> None:
+    specs = fit_fields(default_fields(), _records())
+    cfg = ContrastiveConfig(embed_dim=32).with_fields(specs)
+    again = ContrastiveConfig.from_json(cfg.to_json())
+    assert again == cfg
+    assert again.metadata.fields[0].mean == specs[0].mean
+    assert dict((s.name, s.vocab) for s in again.metadata.fields)["detector"] == ("BF", "HAADF")
+    with pytest.raises(ModelError, match="does not describe"):
+        ContrastiveConfig.from_json('{"arch": "other"}')
+    with pytest.raises(ModelError, match="not valid JSON"):
+        ContrastiveConfig.from_json("{")
+    bad = cfg.to_json().replace('"embed_dim"', '"embed_dims"')
+    with pytest.raises(ModelError, match="unknown keys"):
+        ContrastiveConfig.from_json(bad)
