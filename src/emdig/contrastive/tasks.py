@@ -289,6 +289,15 @@ def predict(
 
 
 # -------------------------------------------------------------------------- anomalies
+#: Added to the score of a frame whose pixels are all equal.
+BLANK_SCORE = 100.0
+
+
+def _is_blank(row: Mapping[str, Any]) -> bool:
+    lo, hi, sd = row.get("min"), row.get("max"), row.get("std")
+    return (lo is not None and hi is not None and lo == hi) or (sd is not None and sd == 0)
+
+
 def anomalies(
     *,
     model: ContrastiveModel,
@@ -302,10 +311,11 @@ def anomalies(
     For each item the cosine of its image with its own metadata is compared with the cosines
     of its image against every stored metadata: ``z = (own - mean) / std``. A well-described
     image has its own metadata far above the crowd (large z); a wrong detector or
-    magnification, or a blank or broken frame, has not. The score is ``-z`` (higher = more
-    suspicious). Where probes exist, the fields they read differently from the stored values
-    (detector, mode, a magnification or pixel size off by more than 2x) are listed as
-    reasons, as are constant frames (from the catalog's pixel statistics).
+    magnification, or a broken frame, has not. The score is ``-z`` (higher = more
+    suspicious). Frames whose pixels are all equal (blank or dummy frames; from the catalog's
+    pixel statistics) get :data:`BLANK_SCORE` added, so they rank first. Where probes exist,
+    the fields they read differently from the stored values (detector, mode, instrument, a
+    magnification or pixel size off by more than 2x) are listed as reasons.
     """
     _check_fresh(index, model)
     n = len(index)
@@ -321,6 +331,10 @@ def anomalies(
         rank[i : i + block] = (sim > own[i : i + block, None]).sum(axis=1) + 1
     score = -z
     rows = _rows_by_id(catalog, index.ids) if catalog is not None else {}
+    # a frame without content (every pixel equal: a blank, dummy or failed read-out) has no
+    # image to match any metadata; it goes above every content-bearing frame
+    blank = np.asarray([_is_blank(rows.get(int(i), {})) for i in index.ids], bool)
+    score = np.where(blank, BLANK_SCORE + score, score)
     pred = model.predict(index.image) if len(model.probes) else {}
     order = np.argsort(-score, kind="stable")
     if top is not None:
@@ -329,8 +343,8 @@ def anomalies(
     for i in order:
         row = rows.get(int(index.ids[i]), {})
         reasons = []
-        if row and row.get("std") is not None and row["std"] == 0:
-            reasons.append("constant frame (every pixel equal)")
+        if blank[i]:
+            reasons.append(f"blank frame: every pixel is {row.get('min')}")
         for f in ("detector", "mode", "instrument"):
             if f in pred and row.get(f) is not None and str(pred[f][i]) != str(row[f]):
                 conf = float(pred[f + "_probability"][i])
