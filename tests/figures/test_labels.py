@@ -103,6 +103,9 @@ def test_label_panels_on_synthetic_figures(reader: LabelReader) -> None:
     # an image and its maps under one letter come back as one panel
     recall, accuracy = _score(range(200, 204), reader, grouped=True, n_panels=4)
     assert recall >= 0.85 and accuracy >= 0.85
+    # touching images, letters over them: the letters cut what the edges did not
+    recall, accuracy = _score(range(300, 306), reader, touching=True)
+    assert recall >= 0.85 and accuracy >= 0.85
 
 
 def _caption_letters(html: str, number: int) -> list[str]:

@@ -8,6 +8,7 @@ import pytest
 from emdig.figures.panels import (
     as_rgb,
     background_colour,
+    cut_strength,
     reading_order,
     split_panels,
     split_panels_detailed,
@@ -65,6 +66,19 @@ def test_touching_images_are_cut_at_their_edge() -> None:
     boxes = split_panels(fig)
     assert len(boxes) == 2
     assert abs(boxes[0][2] - 170) <= 1 and abs(boxes[1][0] - 170) <= 1
+
+
+def test_cut_strength_peaks_at_the_true_edge() -> None:
+    rng = np.random.default_rng(4)
+    top = micrograph_texture(rng, 120, 200, kind="noise")
+    bottom = np.clip(micrograph_texture(rng, 100, 200, kind="blobs").astype(int) // 2, 0, 255)
+    fig = np.concatenate([top, bottom.astype(np.uint8)], axis=0)
+    box = (0, 0, 200, 220)
+    strength, pos = cut_strength(fig, box, axis=0, pos=118, search=4)
+    assert pos == 120 and strength > 20
+    # inside one image there is no such edge
+    inner, _ = cut_strength(fig, box, axis=0, pos=60, search=4)
+    assert inner < strength / 3
 
 
 def test_inset_is_not_a_panel_but_is_reported() -> None:

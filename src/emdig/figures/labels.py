@@ -46,6 +46,7 @@ from emdig.figures.panels import (
     box_area,
     box_gap,
     box_union,
+    cut_strength,
     ink_mask,
     reading_order,
     split_panels_detailed,
@@ -270,25 +271,31 @@ def _words(boxes: npt.NDArray[np.int64], hmax: int) -> list[list[int]]:
     return [g for g, gb in zip(groups, gbox, strict=True) if gb[3] - gb[1] <= hmax]
 
 
-def _crop(mask: npt.NDArray[np.bool_], box: Box, grey: F32 | None, shape: tuple[int, int]) -> U8:
+def _crop(
+    mask: npt.NDArray[np.bool_], box: Box, grey: F32, *, page: bool = True, bright: bool = False
+) -> U8:
     """A reader-ready crop: the word's strokes dark on white, padded, RGB uint8.
 
-    With ``grey`` the strokes keep their anti-aliased grey levels (page labels); without it
-    they are drawn from the mask (labels over an image, whose surroundings are clutter).
+    The strokes keep their anti-aliased grey levels; everything beyond a pixel or two of them
+    becomes white, so a texture behind a letter over an image (``page`` False) does not reach
+    the reader. ``bright`` marks a light letter on a darker image: it is inverted.
     """
     x0, y0, x1, y1 = box
     h = y1 - y0
     pad = max(3, int(0.45 * h))
-    H, W = shape
+    H, W = mask.shape
     ex0, ey0, ex1, ey1 = max(0, x0 - 1), max(0, y0 - 1), min(W, x1 + 1), min(H, y1 + 1)
     m = mask[ey0:ey1, ex0:ex1]
-    if grey is not None:
-        patch = grey[ey0:ey1, ex0:ex1]
-        keep = ndimage.binary_dilation(m, iterations=1)
-        lo, hi = float(patch[m].min()) if m.any() else 0.0, 255.0
-        val = np.where(keep, np.clip((patch - lo) / max(hi - lo, 1.0) * 255.0, 0, 255), 255.0)
-    else:
-        val = np.where(m, 0.0, 255.0)
+    patch = grey[ey0:ey1, ex0:ex1]
+    if bright:
+        patch = 255.0 - patch
+    keep = ndimage.binary_dilation(m, iterations=1)
+    lo = float(np.percentile(patch[m], 5)) if m.any() else 0.0
+    hi = 255.0
+    if not page:
+        around = patch[~keep]
+        hi = float(np.median(around)) if around.size else float(patch.max())
+    val = np.where(keep, np.clip((patch - lo) / max(hi - lo, 1.0) * 255.0, 0, 255), 255.0)
     out = np.full((ey1 - ey0 + 2 * pad, ex1 - ex0 + 2 * pad), 255, np.uint8)
     out[pad : pad + ey1 - ey0, pad : pad + ex1 - ex0] = val.astype(np.uint8)
     # the recogniser reads 48 px high lines: a square 48 x 48 crop keeps its batch narrow
@@ -378,13 +385,24 @@ def _page_candidates(grey: F32, ink: npt.NDArray[np.bool_], hmin: int, hmax: int
         m[box[1] : box[3], box[0] : box[2]] = np.isin(sub, list(ids))
         patch = grey[box[1] : box[3], box[0] : box[2]]
         dotted = _dotted(b) or _light_row(patch)
-        out.append(_Cand(box, _crop(m, box, grey, lab.shape), False, dotted))
+        out.append(_Cand(box, _crop(m, box, grey), False, dotted))
     return out
 
 
-def _image_candidates(grey: F32, panel: Box, hmin: int, hmax: int) -> list[_Cand]:
-    """Marks much brighter or darker than the image around them, near a panel's top-left
-    corner, or along its top and left edges (the letter of a touching panel not cut off)."""
+def _image_candidates(
+    grey: F32,
+    panel: Box,
+    hmin: int,
+    hmax: int,
+    *,
+    guide: tuple[float, float, float] | None = None,
+) -> list[_Cand]:
+    """Marks much brighter or darker than the image around them in a panel's top-left corner.
+
+    With ``guide`` (the other labels' offset from their panel's corner and their height, px),
+    look instead along the panel's top and left edges, where the letter of a touching panel
+    that was not cut off would sit, at that offset and of that size.
+    """
     x0, y0, x1, y1 = panel
     rw = min(x1 - x0, max(int(0.35 * (x1 - x0)), 5 * hmax))
     rh = min(y1 - y0, max(int(0.3 * (y1 - y0)), 3 * hmax))
@@ -393,27 +411,63 @@ def _image_candidates(grey: F32, panel: Box, hmin: int, hmax: int) -> list[_Cand
     corner = grey[y0 : y0 + rh, x0 : x0 + rw]
     if (corner > 235).mean() > 0.5:
         return []  # the corner is page, not image: page candidates cover it
-    regions = [(x0, y0, x0 + rw, y0 + rh)]
-    sw, sh = min(rw, 5 * hmax), min(rh, 3 * hmax)
-    if x1 - (x0 + rw) > 2 * hmax:
-        regions.append((x0 + rw - 2 * hmax, y0, x1, y0 + sh))
-    if y1 - (y0 + rh) > 2 * hmax:
-        regions.append((x0, y0 + rh - 2 * hmax, x0 + sw, y1))
+    if guide is None:
+        return _marks(grey, (x0, y0, x0 + rw, y0 + rh), hmin, hmax, lambda b: b[0] + b[1])
+    gx, gy, gh = guide
     out: list[_Cand] = []
-    for rx0, ry0, rx1, ry1 in regions:
-        for c in _marks(grey[ry0:ry1, rx0:rx1], hmin, hmax):
-            b = c.box
-            c.box = (b[0] + rx0, b[1] + ry0, b[2] + rx0, b[3] + ry0)
-            if not any(c.box == o.box for o in out):
-                out.append(c)
+    sw, sh = min(x1 - x0, int(gx + 3 * gh)), min(y1 - y0, int(gy + 3 * gh))
+    if x1 - (x0 + rw) > 2 * hmax:
+        top = (x0 + rw - 2 * hmax, y0, x1, y0 + sh)
+        out += _marks(
+            grey,
+            top,
+            hmin,
+            hmax,
+            lambda b: abs(b[1] - y0 - gy) + abs(b[3] - b[1] - gh),
+            2 + (top[2] - top[0]) // 150,
+        )
+    if y1 - (y0 + rh) > 2 * hmax:
+        left = (x0, y0 + rh - 2 * hmax, x0 + sw, y1)
+        out += _marks(
+            grey,
+            left,
+            hmin,
+            hmax,
+            lambda b: abs(b[0] - x0 - gx) + abs(b[3] - b[1] - gh),
+            2 + (left[3] - left[1]) // 150,
+        )
     return out
 
 
-def _marks(g: F32, hmin: int, hmax: int) -> list[_Cand]:
-    """Isolated glyph-sized words much brighter or darker than their surroundings in ``g``."""
+def _near_same(a: Box, b: Box) -> bool:
+    return all(abs(u - v) <= 1 for u, v in zip(a, b, strict=True))
+
+
+def _marks(
+    grey: F32,
+    region: Box,
+    hmin: int,
+    hmax: int,
+    rank: Callable[[Box], float],
+    limit: int = 6,
+) -> list[_Cand]:
+    """Isolated glyph-sized words much brighter or darker than their surroundings in a region.
+
+    A texture can hold hundreds: only the ``limit`` best by ``rank`` (lowest first; it sees
+    figure coordinates) are kept, as a label sits at a known place.
+    """
+    rx0, ry0, rx1, ry1 = region
+    g = grey[ry0:ry1, rx0:rx1]
     local = ndimage.uniform_filter(g, size=max(9, int(1.5 * hmax)))
-    out: list[_Cand] = []
-    for mark in ((g - local > 50) & (g > 150), (local - g > 50) & (g < 90)):
+    found: list[tuple[float, Box, npt.NDArray[np.int32], set[int], bool, bool]] = []
+    marks = (
+        (g - local > 50) & (g > 150),
+        (local - g > 50) & (g < 90),
+        # near-pure white or black: a letter over a busy texture (fringes as bright as 200)
+        (g >= 230) & (g - local > 30),
+        (g <= 25) & (local - g > 30),
+    )
+    for polarity, mark in enumerate(marks):
         lab, n = _label_without_specks(mark)
         if n == 0 or n > g.size / 150:
             continue  # nothing, or a texture full of marks
@@ -427,7 +481,7 @@ def _marks(g: F32, hmin: int, hmax: int) -> list[_Cand]:
         if idx.size == 0:
             continue
         for word in _words(boxes[idx], hmax):
-            comp = [int(idx[k]) for k in word]
+            comp = [int(idx[j]) for j in word]
             if len(comp) > 3:
                 continue
             b = boxes[comp]
@@ -438,10 +492,20 @@ def _marks(g: F32, hmin: int, hmax: int) -> list[_Cand]:
             ids = {c + 1 for c in comp}
             if not _isolated(lab, ids, box, max(2, int(0.2 * h))):
                 continue
-            sub = lab[box[1] : box[3], box[0] : box[2]]
-            m = np.zeros(lab.shape, bool)
-            m[box[1] : box[3], box[0] : box[2]] = np.isin(sub, list(ids))
-            out.append(_Cand(box, _crop(m, box, None, lab.shape), True, _dotted(b)))
+            fbox = (box[0] + rx0, box[1] + ry0, box[2] + rx0, box[3] + ry0)
+            found.append((rank(fbox), box, lab, ids, polarity % 2 == 0, _dotted(b)))
+    found.sort(key=lambda f: f[0])
+    out: list[_Cand] = []
+    for _, box, lab, ids, bright, dotted in found:
+        if len(out) == limit:
+            break
+        fbox = (box[0] + rx0, box[1] + ry0, box[2] + rx0, box[3] + ry0)
+        if any(_near_same(fbox, o.box) for o in out):
+            continue  # the same mark under two thresholds
+        sub = lab[box[1] : box[3], box[0] : box[2]]
+        m = np.zeros(lab.shape, bool)
+        m[box[1] : box[3], box[0] : box[2]] = np.isin(sub, list(ids))
+        out.append(_Cand(fbox, _crop(m, box, g, page=False, bright=bright), True, dotted))
     return out
 
 
@@ -558,7 +622,10 @@ def _choose(
         # letters from "a" to the last one read, as long as a third of them were read
         present = {c.letter for c in good if c.score >= 0.3}
         last = -1
-        for k, letter in enumerate(string.ascii_lowercase[: n_panels + 1]):
+        # a figure has about as many letters as panels, more when touching panels were not
+        # cut apart (their letters are then read along the panel's edges)
+        span = max(n_panels + 1, len(present))
+        for k, letter in enumerate(string.ascii_lowercase[:span]):
             seen = sum(x in present for x in string.ascii_lowercase[: k + 1])
             if letter in present and seen >= (k + 1) / 3:
                 last = k
@@ -592,29 +659,75 @@ def _read(cands: list[_Cand], reader: Reader) -> None:
             c.ocr *= 0.6
 
 
-def _candidates(
-    rgb: U8, panels: Sequence[Box], max_cands: int, bg: tuple[int, int, int] | None = None
-) -> list[_Cand]:
+@dataclass(slots=True)
+class _Page:
+    """What candidate search needs of a figure, computed once."""
+
+    grey: F32
+    ink: npt.NDArray[np.bool_]
+    hmin: int
+    hmax: int
+
+
+def _page(rgb: U8) -> _Page:
     h, w = rgb.shape[:2]
-    bg = background_colour(rgb) if bg is None else bg
-    ink = ink_mask(rgb, bg)
+    bg = background_colour(rgb)
     grey = rgb.astype(np.float32).mean(axis=2)
     if float(np.mean(bg)) < 128:
         grey = 255.0 - grey  # dark page: make labels dark on light
-    hmin, hmax = _glyph_range(h, w)
-    cands = _page_candidates(grey, ink, hmin, hmax)
-    for p in panels:
-        cands += _image_candidates(grey, p, hmin, hmax)
+    return _Page(grey, ink_mask(rgb, bg), *_glyph_range(h, w))
+
+
+def _place(cands: list[_Cand], panels: Sequence[Box], height: int) -> None:
     for c in cands:
         if panels:
             places = [_placement(c.box, p) for p in panels]
             j = int(np.argmax(places))
             c.place, c.panel = places[j], j
         else:
-            c.place, c.panel = 1.0 if c.box[1] < 0.1 * h else 0.3, None
+            c.place, c.panel = 1.0 if c.box[1] < 0.1 * height else 0.3, None
+
+
+def _candidates(page: _Page, panels: Sequence[Box], max_cands: int) -> list[_Cand]:
+    """Page marks and marks in image corners, the best placed first."""
+    cands = _page_candidates(page.grey, page.ink, page.hmin, page.hmax)
+    for p in panels:
+        cands += _image_candidates(page.grey, p, page.hmin, page.hmax)
+    _place(cands, panels, page.grey.shape[0])
     cands = [c for c in cands if c.place > 0.15]
     cands.sort(key=lambda c: -c.place)
     return cands[:max_cands]
+
+
+def _edge_candidates(
+    page: _Page, panels: Sequence[Box], chosen: list[_Cand], seen: list[_Cand]
+) -> list[_Cand]:
+    """Marks along the edges of large image panels, where the labels read so far say a
+    further label would sit (two touching panels left as one)."""
+    inside = [c for c in chosen if c.inside and c.panel is not None]
+    if not inside or not panels:
+        return []
+    offs = np.array(
+        [
+            (c.box[0] - panels[c.panel][0], c.box[1] - panels[c.panel][1], c.height)
+            for c in inside
+            if c.panel is not None
+        ]
+    )
+    gx, gy, gh = (float(v) for v in np.median(offs, axis=0))
+    typical = float(np.median([box_area(p) for p in panels]))
+    out: list[_Cand] = []
+    for p in panels:
+        if len(panels) > 1 and box_area(p) < 1.4 * typical:
+            continue
+        for c in _image_candidates(page.grey, p, page.hmin, page.hmax, guide=(gx, gy, gh)):
+            if not any(_near_same(c.box, o.box) for o in seen + out):
+                out.append(c)
+    _place(out, panels, page.grey.shape[0])
+    for c in out:
+        # away from its panel's corner, but where and as large as the other labels are
+        c.place = max(c.place, 0.8)
+    return out
 
 
 def find_labels(
@@ -645,13 +758,22 @@ def find_labels(
     """
     rgb = as_rgb(image)
     reader = _as_reader(ocr)
-    cands = _candidates(rgb, panels, max_cands=MAX_CANDS_PER_PANEL * len(panels) + 8)
+    page = _page(rgb)
+    cands = _candidates(page, panels, max_cands=MAX_CANDS_PER_PANEL * len(panels) + 8)
     if not cands:
         return []
     _read(cands, reader)
     for c in cands:
         c.score = c.ocr * c.place
     chosen = _choose(cands, expected, panels)
+    if expected is None or len(chosen) < len(set(expected)):
+        # letters may be missing: look where the labels read so far say they would be
+        extra = _edge_candidates(page, panels, chosen, cands)
+        if extra:
+            _read(extra, reader)
+            for c in cands + extra:
+                c.score = c.ocr * c.place
+            chosen = _choose(cands + extra, expected, panels)
     idx = _assignment(panels, [c.box for c in chosen], [c.score for c in chosen])
     out = [
         PanelLabel(str(c.letter), c.box, round(float(c.score), 4), j)
@@ -663,38 +785,60 @@ def find_labels(
 # ----------------------------------------------------------------------------- the whole step
 
 
-def _split_at_labels(panels: list[Box], labels: list[PanelLabel]) -> tuple[list[Box], bool]:
-    """Cut a panel that holds a second label along its left or top edge (touching panels)."""
-    changed = False
-    out = list(panels)
-    owner = {lab.panel_index: lab for lab in labels if lab.panel_index is not None}
-    for lab in labels:
-        if lab.panel_index is not None or lab.box is None:
-            continue
-        lb = lab.box
-        cx, cy = (lb[0] + lb[2]) / 2, (lb[1] + lb[3]) / 2
-        for j, p in enumerate(out):
-            if not (p[0] <= cx < p[2] and p[1] <= cy < p[3]) or j not in owner:
+def _split_at_labels(
+    rgb: U8, panels: list[Box], labels: list[PanelLabel]
+) -> tuple[list[Box], list[PanelLabel]]:
+    """Cut panels that hold a second label (touching panels the split left as one).
+
+    A label on a panel's left edge, below its corner, proposes a horizontal cut just above it
+    (at the offset the panel's own label has from its corner); one on the top edge a vertical
+    cut. Of the proposals the one with the strongest straight edge across the whole panel is
+    made first (a guillotine layout is cut from the outside in), then the labels are matched
+    again and the rest proposed anew.
+    """
+    panels = list(panels)
+    for _ in range(2 * len(labels)):
+        owner = {lab.panel_index: lab for lab in labels if lab.panel_index is not None}
+        proposals: list[tuple[float, int, int, int]] = []  # strength, panel, axis, position
+        for lab in labels:
+            if lab.panel_index is not None or lab.box is None:
                 continue
-            ob = owner[j].box
-            if ob is None:
-                continue
-            lh = lb[3] - lb[1]
-            offx, offy = max(0, ob[0] - p[0]), max(0, ob[1] - p[1])
-            if lb[0] - p[0] <= offx + 2 * lh and lb[1] - p[1] > 3 * lh:
-                cut = lb[1] - offy
-                if p[1] + 2 * lh < cut < p[3] - 2 * lh:
-                    out[j] = (p[0], p[1], p[2], cut)
-                    out.append((p[0], cut, p[2], p[3]))
-                    changed = True
-            elif lb[1] - p[1] <= offy + 2 * lh and lb[0] - p[0] > 3 * lh:
-                cut = lb[0] - offx
-                if p[0] + 2 * lh < cut < p[2] - 2 * lh:
-                    out[j] = (p[0], p[1], cut, p[3])
-                    out.append((cut, p[1], p[2], p[3]))
-                    changed = True
+            lb = lab.box
+            cx, cy = (lb[0] + lb[2]) / 2, (lb[1] + lb[3]) / 2
+            for j, p in enumerate(panels):
+                if not (p[0] <= cx < p[2] and p[1] <= cy < p[3]) or j not in owner:
+                    continue
+                ob = owner[j].box
+                if ob is None:
+                    break
+                lh = lb[3] - lb[1]
+                offx, offy = max(0, ob[0] - p[0]), max(0, ob[1] - p[1])
+                if lb[0] - p[0] <= offx + 2 * lh and lb[1] - p[1] > 3 * lh:
+                    axis, pos = 0, lb[1] - offy
+                    ok = p[1] + 2 * lh < pos < p[3] - 2 * lh
+                elif lb[1] - p[1] <= offy + 2 * lh and lb[0] - p[0] > 3 * lh:
+                    axis, pos = 1, lb[0] - offx
+                    ok = p[0] + 2 * lh < pos < p[2] - 2 * lh
+                else:
+                    ok = False
+                if ok:
+                    strength, pos = cut_strength(rgb, p, axis=axis, pos=pos)
+                    proposals.append((strength, j, axis, pos))
+                break
+        if not proposals:
             break
-    return out, changed
+        _, j, axis, pos = max(proposals)
+        p = panels[j]
+        if axis == 0:
+            panels[j], new = (p[0], p[1], p[2], pos), (p[0], pos, p[2], p[3])
+        else:
+            panels[j], new = (p[0], p[1], pos, p[3]), (pos, p[1], p[2], p[3])
+        panels.append(new)
+        idx = _assignment(panels, [f.box for f in labels], [f.confidence for f in labels])
+        labels = [
+            PanelLabel(f.letter, f.box, f.confidence, k) for f, k in zip(labels, idx, strict=True)
+        ]
+    return panels, labels
 
 
 def _drop_label_parts(
@@ -853,13 +997,7 @@ def label_panels(
     found = find_labels(rgb, panels, expected=expected, ocr=ocr)
     if found:
         panels = _drop_label_parts(panels, layout.parts, [f.box for f in found if f.box])
-        panels, changed = _split_at_labels(panels, found)
-        if changed:
-            idx = _assignment(panels, [f.box for f in found], [f.confidence for f in found])
-            found = [
-                PanelLabel(f.letter, f.box, f.confidence, j)
-                for f, j in zip(found, idx, strict=True)
-            ]
+        panels, found = _split_at_labels(rgb, panels, found)
     letters: list[str | None] = [None] * len(panels)
     lboxes: list[Box | None] = [None] * len(panels)
     conf: dict[str, float] = {}
