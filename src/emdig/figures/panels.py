@@ -64,6 +64,8 @@ MIN_STEP = 12.0
 COVER_Q = 0.1
 #: Width (px) of the strips compared on either side of a cut between touching panels.
 WIDE = 8
+#: Touching images are looked for in blocks of at least this fraction of the figure's area.
+EDGE_MIN_FRAC = 0.45
 #: Straight runs tried per direction when looking for insets (the longest first).
 MAX_RUNS = 80
 #: A pixel is ink when one of its channels differs from the background by more than this.
@@ -308,7 +310,9 @@ class _Cutter:
         # down to words and panel letters, which must come apart from a row of them
         return max(b[2] - b[0], b[3] - b[1]) >= 2 * self.glyph_max
 
-    def build(self, b: Box, depth: int = 0) -> LayoutNode | None:
+    def build(self, b: Box, depth: int = 0, touching: bool = False) -> LayoutNode | None:
+        """The cut tree of a region. ``touching``: the region came from a cut between
+        touching images, so its parts may touch too."""
         t = self.trim(b)
         if t is None:
             return None
@@ -337,7 +341,10 @@ class _Cutter:
                 if child is not None:
                     node.children.append(child)
             return node
-        if self.edges:
+        # a straight edge inside a panel set apart by gutters is the panel's own (a horizon,
+        # an inset, a lattice): only a large block of images, or a part of one, is cut
+        big = box_area(t) >= EDGE_MIN_FRAC * self.h * self.w
+        if self.edges and (big or touching):
             cut = self._edge_cut(t)
             if cut is not None:
                 axis, pos = cut
@@ -347,7 +354,7 @@ class _Cutter:
                     subs = [(x0, y0, pos, y1), (pos, y0, x1, y1)]
                 node.cut = "edge-rows" if axis == 0 else "edge-cols"
                 for sub in subs:
-                    child = self.build(sub, depth + 1)
+                    child = self.build(sub, depth + 1, touching=True)
                     if child is not None:
                         node.children.append(child)
         return node
