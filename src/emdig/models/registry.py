@@ -41,6 +41,14 @@ MODELS: dict[str, ModelEntry] = {
         normalisation="percentile",
         recipe="recipes/particles_default.py (base, then finetune on the MPFI development images)",
     ),
+    "panel-classifier": ModelEntry(
+        file="panel-classifier.safetensors",
+        sha256="276dde3ca70756a1bb19aaa9b1660633633afc704af201da116e8498739e0b62",
+        task="panel-classifier",
+        pixel_size_nm=0.0,  # figure panels have no physical scale: resized to 96 x 96 px
+        normalisation="rgb01+grey-percentile",
+        recipe="recipes/panel_classifier.py (synthetic panels + real micrograph crops)",
+    ),
 }
 
 
