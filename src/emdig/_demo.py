@@ -21,7 +21,8 @@ __all__ = ["demo_contrastive", "demo_figures", "write_demo_article"]
 
 def write_demo_article(folder: Path, *, seed: int = 3) -> Path:
     """Write a small article page with two generated compound figures beside it, as a browser
-    saves a page. Micrograph panels get a white scale bar; the captions give their lengths."""
+    saves a page. Micrograph panels get a white scale bar; the captions give their lengths.
+    ``truth.json`` beside it holds each bar's drawn length in pixels."""
     from PIL import Image, ImageDraw
 
     from .figures.synth import make_compound_figure
@@ -29,6 +30,7 @@ def write_demo_article(folder: Path, *, seed: int = 3) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     figs = []
+    bar_px: dict[str, dict[str, int]] = {}
     for k in (1, 2):
         img, truth = make_compound_figure(
             rng, n_panels=4, layout="grid", plots=0.0, label_style="a", width=760
@@ -44,6 +46,7 @@ def write_demo_article(folder: Path, *, seed: int = 3) -> Path:
                 continue
             x0, _, x1, y1 = box
             length = max(20, (x1 - x0) // 4)
+            bar_px.setdefault(f"demo_fig{k}", {})[letter] = length
             bx, by = x1 - length - 12, y1 - 14
             draw.rectangle((bx - 3, by - 3, bx + length + 3, by + 8), fill=(0, 0, 0))
             draw.rectangle((bx, by, bx + length - 1, by + 4), fill=(255, 255, 255))
@@ -55,6 +58,7 @@ def write_demo_article(folder: Path, *, seed: int = 3) -> Path:
         )
         caption = f"Nanoparticle survey {k}. {chunks} Scale bars, {20 * k} nm."
         figs.append((k, name, caption))
+    (folder / "truth.json").write_text(json.dumps({"bar_px": bar_px}))
     body = "\n".join(
         f'<figure><img src="https://example.org/media/{html.escape(n)}?v=1" alt="">'
         f"<figcaption><b>Fig. {k}</b> {html.escape(c)}</figcaption></figure>"

@@ -17,8 +17,7 @@ import numpy as np
 
 from .captions import caption_labels, caption_scales, keywords, split_caption
 from .classify import classify_panels
-from .labels import find_labels
-from .panels import split_panels
+from .labels import label_panels
 from .records import Box, CaptionChunk, Panel, ScaleBar
 from .scalebar import find_scale_bars, panel_calibration
 
@@ -117,17 +116,18 @@ def analyse_figure(
     t0 = time.perf_counter()
     rgb = as_rgb(image)
     letters = caption_labels(caption) if caption else []
-    boxes = split_panels(rgb)
-    if not boxes:
-        boxes = [(0, 0, rgb.shape[1], rgb.shape[0])]
-    found = find_labels(rgb, boxes, expected=letters or None)
+    layout = label_panels(rgb, expected=letters or None)
+    boxes = list(layout.panels) or [(0, 0, rgb.shape[1], rgb.shape[0])]
     panels = [Panel(box=b) for b in boxes]
-    for lab in found:
+    for lab in layout.found:
         if lab.panel_index is None or not (0 <= lab.panel_index < len(panels)):
             continue
         p = panels[lab.panel_index]
         if p.label is None or lab.confidence > p.label_confidence:
             p.label, p.label_box, p.label_confidence = lab.letter, lab.box, lab.confidence
+    for p, letter in zip(panels, layout.labels, strict=False):
+        if p.label is None and letter is not None:
+            p.label = letter  # inferred from the sequence, not read
     if len(panels) == 1 and panels[0].label is None and len(letters) == 1:
         panels[0].label = letters[0]  # a one-panel figure whose caption names its one letter
 

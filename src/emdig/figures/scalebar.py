@@ -842,8 +842,33 @@ def find_scale_bars(
         ):
             continue
         bars.append(ScaleBar((c.x0, c.y0, c.x1, c.y1), c.length, 0.5 * shape / (1 + c.clutter)))
+    bars = _drop_plates(bars)
     bars.sort(key=lambda b: (b.label is None, -b.confidence))
     return bars
+
+
+def _drop_plates(bars: list[ScaleBar]) -> list[ScaleBar]:
+    """Drop unlabelled "bars" that are the plate behind another bar: a dark (or light) box
+    that holds a thinner bar of the other colour, as in a white bar on a black patch. Of the
+    duplicates the same stroke can give, keep the most confident."""
+    keep: list[ScaleBar] = []
+    for b in bars:
+        plate = b.label is None and any(
+            o is not b
+            and o.box[0] >= b.box[0] - 1
+            and o.box[2] <= b.box[2] + 1
+            and o.box[1] >= b.box[1] - 1
+            and o.box[3] <= b.box[3] + 1
+            and (o.box[3] - o.box[1]) < (b.box[3] - b.box[1])
+            for o in bars
+        )
+        if not plate:
+            keep.append(b)
+    out: list[ScaleBar] = []
+    for b in sorted(keep, key=lambda b: (b.label is None, -b.confidence)):
+        if not any(o.box == b.box for o in out):
+            out.append(b)
+    return out
 
 
 # --------------------------------------------------------------------------------------------
