@@ -137,3 +137,25 @@ def test_cli_split_and_extract(article: Path, tmp_path: Path) -> None:
     assert json.loads(r.output)["panels"] == 8
     r = run(app, ["figures", "extract", str(article), "--type", "cats", "--no-catalog"])
     assert r.exit_code == 2
+
+
+@pytest.mark.parametrize("kind", ["white", "noise", "tiny"])
+def test_images_that_are_not_figures(kind: str, tmp_path: Path) -> None:
+    from PIL import Image
+
+    from emdig.figures.extract import split_figure_file
+
+    rng = np.random.default_rng(0)
+    img = {
+        "white": np.full((300, 400, 3), 255, np.uint8),
+        "noise": rng.integers(0, 256, (300, 400, 3), dtype=np.uint8),
+        "tiny": np.zeros((3, 5, 3), np.uint8),
+    }[kind]
+    path = tmp_path / f"{kind}.png"
+    Image.fromarray(img).save(path)
+    rec = split_figure_file(path, caption="", out=tmp_path / "out")
+    # one panel at most, no letters invented, nothing calibrated without a scale
+    assert len(rec["master_images"]) <= 1
+    for mi in rec["master_images"]:
+        assert mi["subfigure_label"]["text"] == "0" and mi["nm_per_px"] is None
+    assert (tmp_path / "out" / "figures.json").is_file()
