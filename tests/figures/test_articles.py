@@ -11,29 +11,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from badarticles import (
-    BILLION_LAUGHS,
-    PAYLOAD_MARKERS,
-    XSS_HTML,
-    TruthArticle,
-    busy_pdf,
-    checkerboard,
-    encrypted_pdf,
-    external_dtd,
-    jats_article,
-    many_pages_pdf,
-    matplotlib_article,
-    nature_like_html,
-    parameter_entity,
-    pdf_pages,
-    png_bomb,
-    png_bytes,
-    quadratic_blowup,
-    rotated_pdf,
-    simple_pdf,
-    stream_bomb_pdf,
-    xxe_file,
-)
 
 from conftest import SHARED
 from emdig.errors import (
@@ -57,6 +34,30 @@ from emdig.figures.articles import (
 )
 from emdig.figures.articles._base import clean_text, fix_micro, normalise_licence, split_label
 from emdig.figures.articles.pdf import _fix_mu_chars
+
+from data.badarticles import (
+    BILLION_LAUGHS,
+    PAYLOAD_MARKERS,
+    XSS_HTML,
+    TruthArticle,
+    busy_pdf,
+    checkerboard,
+    encrypted_pdf,
+    external_dtd,
+    jats_article,
+    many_pages_pdf,
+    matplotlib_article,
+    nature_like_html,
+    parameter_entity,
+    pdf_pages,
+    png_bomb,
+    png_bytes,
+    quadratic_blowup,
+    rotated_pdf,
+    simple_pdf,
+    stream_bomb_pdf,
+    xxe_file,
+)
 
 LIT = SHARED / "literature"
 DPI = 200
