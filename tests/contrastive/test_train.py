@@ -167,6 +167,19 @@ def test_training_is_deterministic_and_leaves_global_rng_alone() -> None:
     assert [h["loss"] for h in a.history] == [h["loss"] for h in b.history]
 
 
+def test_siglip_training_learns_its_bias() -> None:
+    ms = lattice_micrographs(24, seed=2)
+    r = train(ms, config=TINY, loss="siglip", epochs=2, batch_size=8, seed=0, device="cpu")
+    assert r.model.config.loss == "siglip"
+    assert float(r.model.net.logit_bias.detach()) != -10.0  # moved by training
+    assert np.isfinite(r.history[-1]["loss"])
+    m = r.model
+    e_img, e_meta = m.embed_images(ms[:4]), m.embed_metadata(ms[:4])
+    scale = float(m.net.logit_scale.detach().exp())
+    expected = scale * e_img @ e_meta.T + float(m.net.logit_bias.detach())
+    np.testing.assert_allclose(m.logits(e_img, e_meta), expected, rtol=1e-5)
+
+
 def test_checkpoint_round_trip(trained: TrainResult, tmp_path: Path) -> None:
     model = trained.model
     w = model.save(tmp_path, name="ck")
@@ -223,6 +236,9 @@ def test_embeddings_are_unit_batched_and_accept_arrays(trained: TrainResult) -> 
     assert not np.allclose(meta, full)
     rows = [{**m.acquisition.to_dict(), "pixel_size_nm": m.pixel_size_nm} for m in ms]
     np.testing.assert_allclose(model.embed_metadata(rows), full, atol=1e-6)
+    px = [m.pixel_size_nm for m in ms]
+    acq = [m.acquisition for m in ms]
+    np.testing.assert_allclose(model.embed_metadata(acq, pixel_size_nm=px), full, atol=1e-6)
 
 
 # ----------------------------------------------------------------------------- catalog cache

@@ -144,8 +144,10 @@ class ImageEncoderConfig:
         Polar grid of the log power spectrum side branch (radius log-spaced from 2 cycles per
         crop to Nyquist; angle over 0-180 degrees, the spectrum of a real image being
         centrosymmetric).
-    spectral_hidden
-        Width of the spectrum branch's MLP.
+    spectral_hidden, stats_hidden
+        Width of the spectrum and statistics branches' MLPs.
+    hidden, dropout
+        The MLP that mixes the three branches (dropout on its input, in training).
     """
 
     input_size: int = 128
@@ -155,10 +157,12 @@ class ImageEncoderConfig:
     high_pct: float = 99.0
     unshuffle: int = 2
     widths: tuple[int, ...] = (16, 32, 48, 64)
-    radial_bins: int = 32
-    angular_bins: int = 36
-    spectral_hidden: int = 256
+    radial_bins: int = 24
+    angular_bins: int = 12
+    spectral_hidden: int = 128
+    stats_hidden: int = 128
     hidden: int = 384
+    dropout: float = 0.2
 
 
 @dataclass(frozen=True)

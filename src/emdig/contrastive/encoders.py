@@ -25,14 +25,21 @@ translation, and nothing else:
 
 Image encoder (:class:`ImageEncoder`): three branches, concatenated and mixed by an MLP.
 
-1. A small CNN whose first layer runs at full resolution (noise, blur, atom-column shape), then
-   stride-2 stages; every stage contributes its spatial mean and standard deviation per
-   channel, so fine-scale statistics reach the output directly.
-2. The log power spectrum of the Hann-windowed crop on a polar grid (radius log-spaced, angle
-   0-180 degrees), as the mean and the maximum within each cell: lattice peaks give the period
-   (pixel size) and orientation (scan rotation), their anisotropy the tilt foreshortening, the
-   high-frequency floor the noise (dose) and the fall-off the probe blur.
-3. Intensity quantiles and moments of the normalised crop (contrast polarity, saturation).
+1. A small CNN on the crop. Its first layer sees every pixel (after a lossless 2 x 2
+   space-to-depth: noise, blur, atom-column shape), then stride-2 stages; every stage
+   contributes its spatial mean and standard deviation per channel, so fine-scale statistics
+   reach the output directly.
+2. The log power spectrum of the Hann-windowed region on a polar grid (radius log-spaced,
+   angle 0-180 degrees), as the mean and the maximum within each cell: lattice peaks give the
+   period (pixel size) and orientation (scan rotation), their anisotropy the tilt
+   foreshortening, the high-frequency floor the noise (dose), its fall-off the probe blur, and
+   the difference between the scan axes the amplifier and scan-line artefacts (dwell time).
+3. Texture statistics of the region: the intensity histogram (contrast polarity, and at low
+   dose the steps of single detected electrons), histograms of neighbour differences along and
+   across the scan lines, autocorrelations along and across them, and moments.
+
+Branches 2 and 3 are fixed transforms of the whole cached region (``global_features =
+"region"``), the CNN learns from the crop.
 """
 
 from __future__ import annotations
@@ -71,9 +78,14 @@ __all__ = [
     "preprocess_batch",
 ]
 
-# intensity levels (in units of the 1st-99th percentile range) at which the crop's cumulative
-# histogram is read: cheaper than quantiles, and the same information
-_LEVELS = (-0.25, 0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.25)
+# histogram edges, in units of the region's 1st-99th percentile range: the intensity histogram
+# shows contrast polarity and, at low dose, the steps of single detected electrons; the histograms
+# of neighbour differences along and across the scan lines show the noise level and how the
+# detector amplifier smears it along a line (dwell time)
+_INTENSITY_EDGES = tuple(np.linspace(-0.2, 1.2, 49).round(6).tolist())
+_DIFF_EDGES = tuple(np.linspace(-0.6, 0.6, 25).round(6).tolist())
+_LAGS = (1, 2, 3, 5, 8)
+N_STATS = (len(_INTENSITY_EDGES) + 1) + 2 * (len(_DIFF_EDGES) + 1) + 2 * len(_LAGS) + 3
 
 
 # ----------------------------------------------------------------------------- preprocessing
@@ -141,6 +153,15 @@ def center_crop(regions: np.ndarray, size: int) -> np.ndarray:
 
 
 # ------------------------------------------------------------------------------ image tower
+def _log_hist(values: torch.Tensor, edges: torch.Tensor) -> torch.Tensor:
+    """``(N, len(edges) + 1)`` log-frequencies of each row's values between ``edges``
+    (first and last bins: below and above the range)."""
+    idx = torch.bucketize(values, edges)
+    counts = torch.zeros(values.shape[0], len(edges) + 1, device=values.device, dtype=values.dtype)
+    counts.scatter_add_(1, idx, torch.ones_like(values))
+    return torch.log(counts / values.shape[1] + 1e-4)
+
+
 def _conv_bn(cin: int, cout: int, stride: int) -> nn.Sequential:
     return nn.Sequential(
         nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False),
@@ -185,7 +206,8 @@ class ImageEncoder(nn.Module):
     bins: torch.Tensor
     counts: torch.Tensor
     window: torch.Tensor
-    levels: torch.Tensor
+    intensity_edges: torch.Tensor
+    diff_edges: torch.Tensor
 
     def __init__(self, config: ImageEncoderConfig, embed_dim: int) -> None:
         super().__init__()
@@ -220,13 +242,27 @@ class ImageEncoder(nn.Module):
             nn.Linear(config.spectral_hidden, config.spectral_hidden),
             nn.GELU(),
         )
-        self.register_buffer("levels", torch.tensor(_LEVELS, dtype=torch.float32), persistent=False)
-        n_stats = len(_LEVELS) + 3
+        self.register_buffer(
+            "intensity_edges", torch.tensor(_INTENSITY_EDGES, dtype=torch.float32), persistent=False
+        )
+        self.register_buffer(
+            "diff_edges", torch.tensor(_DIFF_EDGES, dtype=torch.float32), persistent=False
+        )
+        self.stats_norm = nn.BatchNorm1d(N_STATS)
+        self.stats = nn.Sequential(
+            nn.Linear(N_STATS, config.stats_hidden),
+            nn.GELU(),
+            nn.Linear(config.stats_hidden, config.stats_hidden),
+            nn.GELU(),
+        )
         n_cnn = 2 * sum(w)
-        n_all = n_cnn + config.spectral_hidden + n_stats
+        n_all = n_cnn + config.spectral_hidden + config.stats_hidden
         self.fuse_norm = nn.BatchNorm1d(n_all)
         self.head = nn.Sequential(
-            nn.Linear(n_all, config.hidden), nn.GELU(), nn.Linear(config.hidden, embed_dim)
+            nn.Dropout(config.dropout),
+            nn.Linear(n_all, config.hidden),
+            nn.GELU(),
+            nn.Linear(config.hidden, embed_dim),
         )
 
     def spectrum(self, x: torch.Tensor) -> torch.Tensor:
@@ -246,24 +282,51 @@ class ImageEncoder(nn.Module):
         return torch.cat([mean, mx], dim=1)
 
     def statistics(self, x: torch.Tensor) -> torch.Tensor:
-        """Cumulative histogram at fixed levels, mean, standard deviation and skewness."""
-        flat = x.flatten(1)
-        k = len(_LEVELS)
-        idx = torch.bucketize(flat, self.levels, right=True)
-        counts = torch.zeros(flat.shape[0], k + 1, device=x.device, dtype=x.dtype)
-        counts.scatter_add_(1, idx, torch.ones_like(flat))
-        cdf = counts[:, :k].cumsum(dim=1) / flat.shape[1]
+        """Texture statistics ``(N, N_STATS)``: log-frequencies of the intensity histogram and
+        of the histograms of vertical and horizontal neighbour differences, the normalised
+        autocorrelation along and across the scan lines at a few lags, and the mean, standard
+        deviation and skewness."""
+        xs = x[:, 0]
+        flat = xs.flatten(1)
+        dv = (xs[:, 1:, :] - xs[:, :-1, :]).flatten(1)
+        dh = (xs[:, :, 1:] - xs[:, :, :-1]).flatten(1)
+        parts = [
+            _log_hist(flat, self.intensity_edges),
+            _log_hist(dv, self.diff_edges),
+            _log_hist(dh, self.diff_edges),
+        ]
         mu = flat.mean(dim=1, keepdim=True)
-        sd = flat.std(dim=1, keepdim=True)
-        skew = ((flat - mu) ** 3).mean(dim=1, keepdim=True) / (sd**3 + 1e-6)
-        return torch.cat([cdf, mu, sd, skew.clamp(-20, 20)], dim=1)
+        xc = xs - mu[:, :, None]
+        var = (xc * xc).mean(dim=(1, 2)) + 1e-8
+        for lag in _LAGS:
+            parts.append(((xc[:, :, lag:] * xc[:, :, :-lag]).mean(dim=(1, 2)) / var)[:, None])
+            parts.append(((xc[:, lag:, :] * xc[:, :-lag, :]).mean(dim=(1, 2)) / var)[:, None])
+        sd = var.sqrt()[:, None]
+        skew = ((flat - mu) ** 3).mean(dim=1, keepdim=True) / sd**3
+        parts += [mu, sd, skew.clamp(-20, 20)]
+        return torch.cat(parts, dim=1)
 
-    def forward(self, x: torch.Tensor, region: torch.Tensor | None = None) -> torch.Tensor:
+    @torch.no_grad()
+    def global_features(self, region: torch.Tensor) -> torch.Tensor:
+        """The fixed (not learned) inputs of branches 2 and 3: polar spectrum and texture
+        statistics of ``(N, 1, S, S)`` normalised regions, ``(N, n_spectrum + N_STATS)``. They
+        do not change during training, so a trainer may compute them once."""
+        return torch.cat([self.spectrum(region), self.statistics(region)], dim=1)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        region: torch.Tensor | None = None,
+        *,
+        features: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """``x``: crops ``(N, 1, input_size, input_size)``; ``region``: the whole normalised
-        regions ``(N, 1, cache_size, cache_size)`` they were cut from (used for the spectrum
-        and statistics when ``global_features`` is ``"region"``)."""
-        if self.config.global_features == "crop" or region is None:
-            region = x
+        regions ``(N, 1, cache_size, cache_size)`` they were cut from (for the spectrum and
+        statistics when ``global_features`` is ``"region"``); or ``features``, those already
+        computed by :meth:`global_features`."""
+        if features is None:
+            use_region = self.config.global_features == "region" and region is not None
+            features = self.global_features(region if use_region and region is not None else x)
         pooled = []
         h = F.pixel_unshuffle(x, self.config.unshuffle) if self.config.unshuffle > 1 else x
         h = h.contiguous(memory_format=torch.channels_last)  # oneDNN's fast layout on CPU
@@ -272,11 +335,10 @@ class ImageEncoder(nn.Module):
             m = h.mean(dim=(2, 3))
             m2 = (h * h).mean(dim=(2, 3))
             pooled += [m, (m2 - m * m).clamp_min(1e-8).sqrt()]
-        with torch.no_grad():  # fixed transforms of the input, nothing to learn through
-            spec = self.spectrum(region)
-            stats = self.statistics(region)
-        s = self.spec(self.spec_norm(spec))
-        feats = torch.cat([*pooled, s, stats], dim=1)
+        n_spec = 2 * self.config.radial_bins * self.config.angular_bins
+        s = self.spec(self.spec_norm(features[:, :n_spec]))
+        t = self.stats(self.stats_norm(features[:, n_spec:]))
+        feats = torch.cat([*pooled, s, t], dim=1)
         out: torch.Tensor = self.head(self.fuse_norm(feats))
         return out
 
@@ -298,9 +360,16 @@ class ContrastiveNet(nn.Module):
         self.logit_scale = nn.Parameter(torch.tensor(math.log(10.0 if siglip else 1 / 0.07)))
         self.logit_bias = nn.Parameter(torch.tensor(-10.0 if siglip else 0.0))
 
-    def encode_image(self, x: torch.Tensor, region: torch.Tensor | None = None) -> torch.Tensor:
-        """``(N, 1, H, W)`` normalised crops (and their regions) -> ``(N, D)`` unit vectors."""
-        return F.normalize(self.image(x, region), dim=-1)
+    def encode_image(
+        self,
+        x: torch.Tensor,
+        region: torch.Tensor | None = None,
+        *,
+        features: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """``(N, 1, H, W)`` normalised crops (and their regions or precomputed global
+        features, see :meth:`ImageEncoder.forward`) -> ``(N, D)`` unit vectors."""
+        return F.normalize(self.image(x, region, features=features), dim=-1)
 
     def encode_metadata(self, enc: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """Tensors of :meth:`EncodedMetadata.tensors` -> ``(N, D)`` unit vectors."""
@@ -473,9 +542,18 @@ class ContrastiveModel:
         return out
 
     # -- metadata
-    def encode(self, items: Sequence[MetadataLike]) -> EncodedMetadata:
+    def encode(
+        self,
+        items: Sequence[MetadataLike],
+        *,
+        pixel_size_nm: Sequence[float | None] | None = None,
+    ) -> EncodedMetadata:
         """Metadata -> network inputs (fields, normalisation and vocabularies of this model)."""
-        return encode_metadata([metadata_record(it) for it in items], self.fields)
+        if pixel_size_nm is not None and len(pixel_size_nm) != len(items):
+            raise ValueError(f"{len(pixel_size_nm)} pixel sizes for {len(items)} items")
+        px = pixel_size_nm if pixel_size_nm is not None else [None] * len(items)
+        recs = [metadata_record(it, pixel_size_nm=p) for it, p in zip(items, px, strict=True)]
+        return encode_metadata(recs, self.fields)
 
     @torch.no_grad()
     def embed_encoded(self, enc: EncodedMetadata, *, batch_size: int = 4096) -> np.ndarray:
@@ -488,18 +566,24 @@ class ContrastiveModel:
         return out
 
     def embed_metadata(
-        self, items: Sequence[MetadataLike], *, batch_size: int = 4096
+        self,
+        items: Sequence[MetadataLike],
+        *,
+        pixel_size_nm: Sequence[float | None] | None = None,
+        batch_size: int = 4096,
     ) -> np.ndarray:
-        """Embed metadata records: :class:`Micrograph`, :class:`Acquisition` (no pixel size),
-        or dicts with acquisition field names and ``pixel_size_nm`` (e.g. catalog rows).
-        Missing keys are missing fields.
+        """Embed metadata records: :class:`Micrograph`, :class:`Acquisition`, or dicts with
+        acquisition field names and ``pixel_size_nm`` (e.g. catalog rows). Missing keys are
+        missing fields. ``pixel_size_nm`` (one per item, None to keep the item's own) supplies
+        the pixel size, which an ``Acquisition`` does not carry.
 
         Returns
         -------
         numpy.ndarray
             ``(N, D)`` float32, L2-normalised rows.
         """
-        return self.embed_encoded(self.encode(items), batch_size=batch_size)
+        enc = self.encode(items, pixel_size_nm=pixel_size_nm)
+        return self.embed_encoded(enc, batch_size=batch_size)
 
     # -- predictions
     def predict(self, image_embeddings: np.ndarray) -> dict[str, np.ndarray]:

@@ -37,8 +37,8 @@ from torch.nn import functional as F
 from ..micrograph import Micrograph
 from .config import ContrastiveConfig
 from .data import ContrastiveDataset
-from .encoders import ContrastiveModel, ContrastiveNet, center_crop
-from .encoding import encode_metadata, fit_fields, metadata_keys
+from .encoders import N_STATS, ContrastiveModel, ContrastiveNet, center_crop
+from .encoding import EncodedMetadata, encode_metadata, fit_fields, metadata_keys
 from .evaluate import evaluate, fit_probes, retrieval_metrics
 
 __all__ = ["TrainResult", "clip_loss", "siglip_loss", "train"]
@@ -122,6 +122,40 @@ def _seeded(seed: int, device: torch.device, deterministic: bool) -> Iterator[No
             torch.use_deterministic_algorithms(prev, warn_only=prev_warn)
 
 
+def _global_features(
+    net: ContrastiveNet, regions: np.ndarray, size: int, dev: torch.device, batch: int = 256
+) -> torch.Tensor:
+    out = []
+    region_mode = net.config.image.global_features == "region"
+    for i in range(0, len(regions), batch):
+        block = np.asarray(regions[i : i + batch], np.float32)
+        src = block if region_mode else np.ascontiguousarray(center_crop(block, size))
+        out.append(net.image.global_features(torch.from_numpy(src)[:, None].to(dev)))
+    n_feat = 2 * net.config.image.radial_bins * net.config.image.angular_bins + N_STATS
+    return torch.cat(out) if out else torch.zeros(0, n_feat, device=dev)
+
+
+@torch.no_grad()
+def _embed(
+    net: ContrastiveNet,
+    regions: np.ndarray,
+    feats: torch.Tensor,
+    size: int,
+    dev: torch.device,
+    batch: int = 256,
+) -> np.ndarray:
+    """Eval-mode image embeddings of centre crops, with precomputed global features."""
+    was = net.training
+    net.eval()
+    out = []
+    for i in range(0, len(regions), batch):
+        block = np.asarray(regions[i : i + batch], np.float32)
+        x = torch.from_numpy(np.ascontiguousarray(center_crop(block, size)))[:, None].to(dev)
+        out.append(net.encode_image(x, features=feats[i : i + batch]).float().cpu().numpy())
+    net.train(was)
+    return np.concatenate(out) if out else np.zeros((0, net.config.embed_dim), np.float32)
+
+
 def _param_groups(net: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
     decay, no_decay = [], []
     for name, p in net.named_parameters():
@@ -149,6 +183,28 @@ def _crops(block: np.ndarray, size: int, rng: np.random.Generator | None) -> np.
     return block[np.arange(len(block))[:, None, None], ys, xs].astype(np.float32)
 
 
+def _perturb(
+    enc: EncodedMetadata, rng: np.random.Generator, dropout: float, noise: float
+) -> EncodedMetadata:
+    """Training-time metadata augmentation: fields hidden at random, values jittered."""
+    if not dropout and not noise:
+        return enc
+
+    def keep(mask: np.ndarray) -> np.ndarray:
+        return mask & (rng.random(mask.shape) >= dropout) if dropout else mask
+
+    num = enc.numeric + (noise * rng.standard_normal(enc.numeric.shape)).astype(np.float32)
+    ang = enc.angle + (noise * rng.standard_normal(enc.angle.shape)).astype(np.float32)
+    return EncodedMetadata(
+        numeric=np.clip(num, -8.0, 8.0),
+        numeric_mask=keep(enc.numeric_mask),
+        angle=ang,
+        angle_mask=keep(enc.angle_mask),
+        categorical=enc.categorical,
+        categorical_mask=keep(enc.categorical_mask),
+    )
+
+
 def train(
     data: ContrastiveDataset | Sequence[Micrograph],
     *,
@@ -157,7 +213,9 @@ def train(
     epochs: int = 30,
     batch_size: int = 128,
     lr: float = 2e-3,
-    weight_decay: float = 0.05,
+    weight_decay: float = 0.1,
+    metadata_dropout: float = 0.25,
+    metadata_noise: float = 0.1,
     holdout: float = 0.1,
     held_out: ContrastiveDataset | None = None,
     seed: int = 0,
@@ -180,6 +238,13 @@ def train(
         ``"clip"`` or ``"siglip"``; default the config's.
     epochs, batch_size, lr, weight_decay
         AdamW with one warm-up epoch, then cosine decay.
+    metadata_dropout
+        In training, each field of each record is hidden (marked missing) with this
+        probability: the model learns to work with incomplete metadata, and cannot rely on
+        one exact combination of values to recognise a training image.
+    metadata_noise
+        Standard deviation of Gaussian jitter added in training to standardised numeric
+        values (and to angles, in radians): nearby settings must give nearby embeddings.
     holdout
         Fraction of files held out (by file hash) for evaluation.
     held_out
@@ -238,6 +303,9 @@ def train(
     loss_fn = clip_loss if cfg.loss == "clip" else siglip_loss
     with _seeded(seed, dev, deterministic):
         net = ContrastiveNet(cfg).to(dev)
+        # the spectrum and statistics of each region are fixed: computed once, not per epoch
+        tr_feats = _global_features(net, tr.regions, n_in, dev)
+        ho_feats = _global_features(net, ho.regions, n_in, dev)
         rng = np.random.default_rng(seed)
         opt = torch.optim.AdamW(_param_groups(net, weight_decay), lr=lr, betas=(0.9, 0.98))
 
@@ -258,11 +326,10 @@ def train(
                     g["lr"] = lr_at(step)
                 block = np.asarray(tr.regions[idx], np.float32)
                 x = torch.from_numpy(_crops(block, n_in, rng))[:, None].to(dev)
-                reg = torch.from_numpy(block)[:, None].to(dev)
-                m = enc.subset(idx).tensors(dev)
+                m = _perturb(enc.subset(idx), rng, metadata_dropout, metadata_noise).tensors(dev)
                 kid = torch.from_numpy(key_ids[idx]).to(dev)
                 pos = kid[:, None] == kid[None, :]
-                img = net.encode_image(x, reg)
+                img = net.encode_image(x, features=tr_feats[torch.from_numpy(idx).to(dev)])
                 meta = net.encode_metadata(m)
                 logits = net.logit_scale.exp() * img @ meta.T
                 if cfg.loss == "siglip":
@@ -283,7 +350,7 @@ def train(
                 "seconds": time.perf_counter() - t0,
             }
             if len(ho):
-                sim = model.embed_regions(ho.regions) @ model.embed_encoded(ho_enc).T
+                sim = _embed(net, ho.regions, ho_feats, n_in, dev) @ model.embed_encoded(ho_enc).T
                 entry["heldout_top1"] = retrieval_metrics(sim, ho_keys, ks=(1,))[1]
             history.append(entry)
             log.info("epoch %d/%d %s", epoch, epochs, entry)
@@ -291,6 +358,7 @@ def train(
                 weights = model.save(out, name=name)
             if progress is not None:
                 progress(epoch, epochs, dict(entry))
+        net.requires_grad_(False)  # training is over: the returned model is for inference
         model = ContrastiveModel(net, device=dev)
         train_emb = model.embed_regions(tr.regions)
         model.probes = fit_probes(train_emb, tr.records, specs)
@@ -311,6 +379,8 @@ def train(
             "batch_size": batch_size,
             "lr": lr,
             "weight_decay": weight_decay,
+            "metadata_dropout": metadata_dropout,
+            "metadata_noise": metadata_noise,
             "seed": seed,
             "device": str(dev),
             "seconds": round(time.perf_counter() - t0, 1),
