@@ -28,13 +28,21 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 def test_demo_report(demo: tuple[Path, Path]) -> None:
     out, _ = demo
     html = (out / "report.html").read_text()
-    assert html.count('class="tile"') == 20
+    # the sample archive (20), the figure panels (8) and the simulated STEM archive (400);
+    # the report shows the first 200
+    assert html.count('class="tile"') == 200
     assert "broken_transfer.tif" in html and "data:image/png;base64," in html
     # the particles part of the demo: the shipped model on two synthetic FRIL images
     assert "Immunogold particles" in html
     for name in ("synth_000", "synth_001"):
         assert (out / "particles" / f"{name}_overlay.png").is_file()
         assert (out / "particles" / f"{name}_sizes.png").is_file()
+    # the figures part: a generated article page to a panel dataset
+    assert "Literature figures" in html and (out / "figures" / "figures.json").is_file()
+    assert (out / "figures" / "preview.html").is_file()
+    # the contrastive part: a simulated archive, trained, embedded, searched, mapped
+    assert "Contrastive image-metadata model" in html
+    assert (out / "contrastive-map.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_catalog_list_where_and_json(demo: tuple[Path, Path]) -> None:
@@ -48,19 +56,35 @@ def test_catalog_list_where_and_json(demo: tuple[Path, Path]) -> None:
             str(db),
             "--json",
             "--where",
-            "voltage_kv >= 200 and detector = 'HAADF'",
+            "voltage_kv >= 200 and detector = 'HAADF' and path like '%sample%'",
         ],
     )
     assert r.exit_code == 0, r.output
     rows = json.loads(r.output)
     assert len(rows) == 7
     assert all(x["voltage_kv"] >= 200 and x["detector"] == "HAADF" for x in rows)
-    r = runner.invoke(app, ["catalog", "list", "-c", str(db), "--csv", "--search", "abf"])
+    r = runner.invoke(
+        app,
+        [
+            "catalog",
+            "list",
+            "-c",
+            str(db),
+            "--csv",
+            "--search",
+            "abf",
+            "-w",
+            "path like '%sample%'",
+        ],
+    )
     assert r.exit_code == 0 and r.output.count("\n") == 1 + 4  # header + 4 ABF images
 
 
 def test_catalog_rejects_injection(demo: tuple[Path, Path]) -> None:
     _, db = demo
+    r = runner.invoke(app, ["catalog", "stats", "-c", str(db), "--json"])
+    before = json.loads(r.output)["micrographs"]
+    assert before == 428
     for bad in (
         "detector = 'x' or 1=1 --",
         "voltage_kv >= 200; DROP TABLE files",
@@ -71,7 +95,7 @@ def test_catalog_rejects_injection(demo: tuple[Path, Path]) -> None:
         if r.exit_code == 2:
             assert r.output.startswith("error: bad filter") or "unknown column" in r.output
     r = runner.invoke(app, ["catalog", "stats", "-c", str(db), "--json"])
-    assert json.loads(r.output)["micrographs"] == 20
+    assert json.loads(r.output)["micrographs"] == before
 
 
 def test_catalog_show_and_stats(demo: tuple[Path, Path]) -> None:
@@ -81,7 +105,9 @@ def test_catalog_show_and_stats(demo: tuple[Path, Path]) -> None:
     assert d["id"] == 2 and d["source"]["sha256"] and isinstance(d["raw_metadata"], dict)
     r = runner.invoke(app, ["catalog", "show", "999", "-c", str(db)])
     assert r.exit_code == 2 and "no micrograph with id 999" in r.output
-    r = runner.invoke(app, ["catalog", "stats", "-c", str(db), "--json"])
+    r = runner.invoke(
+        app, ["catalog", "stats", "-c", str(db), "--json", "-w", "path like '%sample%'"]
+    )
     st = json.loads(r.output)
     assert st["errors"] == {"truncated": 1}
     assert st["by_detector"]["HAADF"] == 7 and st["calibrated"] == 19  # the PNG has no scale

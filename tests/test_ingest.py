@@ -183,10 +183,26 @@ def test_interrupt_keeps_finished_work(tmp_path: Path, sig: int, code: int, stat
 @pytest.mark.slow
 def test_second_writer_is_refused(tmp_path: Path) -> None:
     folder, db = tmp_path / "data", tmp_path / "cat.db"
-    make_images(folder, 900)
-    first = _start(folder, db, "--workers", "1")
+    make_images(folder, 20)
+    with Catalog(db) as cat:
+        ingest([folder], catalog=cat)
+    # another process holds the writer lock for as long as the test needs (an ingest of any
+    # size can finish before a second one starts on an idle machine)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time\n"
+            "from emdig.catalog import Catalog\n"
+            "c = Catalog(sys.argv[1]); c.acquire_writer(); print('locked', flush=True)\n"
+            "time.sleep(60)",
+            str(db),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
-        _wait_for(db, 5, first)
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
         second = subprocess.run(
             [EMDIG, "ingest", str(folder), "--catalog", str(db)],
             capture_output=True,
@@ -194,18 +210,18 @@ def test_second_writer_is_refused(tmp_path: Path) -> None:
             timeout=60,
         )
         assert second.returncode == 2
-        assert f"catalog locked by PID {first.pid}" in second.stderr
-        # readers keep working while the first ingest writes
+        assert f"catalog locked by PID {holder.pid}" in second.stderr
+        # readers keep working while the lock is held
         r = subprocess.run(
             [EMDIG, "catalog", "stats", "--catalog", str(db), "--json"],
             capture_output=True,
             text=True,
             timeout=60,
         )
-        assert r.returncode == 0 and json.loads(r.stdout)["micrographs"] >= 5
+        assert r.returncode == 0 and json.loads(r.stdout)["micrographs"] == 20
     finally:
-        first.kill()
-        first.wait(10)
+        holder.kill()
+        holder.wait(10)
 
 
 def test_walk_archives_and_companions(tmp_path: Path) -> None:
