@@ -272,7 +272,7 @@ def predict(
                     votes[str(v)] = votes.get(str(v), 0.0) + wi
                 best = max(votes, key=lambda s: votes[s])
                 entry["retrieval"] = best
-                entry["retrieval_confidence"] = votes[best] / total
+                entry["retrieval_confidence"] = float(votes[best] / total)
             else:
                 x = np.asarray([float(str(v)) for v, _ in vals])
                 ww = np.asarray([wi for _, wi in vals]) / total
