@@ -172,3 +172,47 @@ def test_config_json_round_trip_and_errors() -> None:
     bad = cfg.to_json().replace('"embed_dim"', '"embed_dims"')
     with pytest.raises(ModelError, match="unknown keys"):
         ContrastiveConfig.from_json(bad)
+
+
+# ----------------------------------------------------------------------------- preprocessing
+def test_preprocess_takes_the_native_scale_centre_and_its_percentiles() -> None:
+    from emdig.contrastive.config import ImageEncoderConfig
+    from emdig.contrastive.encoders import center_crop, preprocess
+
+    cfg = ImageEncoderConfig(input_size=16, cache_size=24)
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 4000, (60, 50)).astype(np.uint16)
+    out = preprocess(img, config=cfg)
+    region = img[18:42, 13:37].astype(np.float64)  # (60-24)//2, (50-24)//2: no resampling
+    lo, hi = np.percentile(region, [1, 99])
+    ref = np.clip((region - lo) / (hi - lo), -1, 2)
+    assert out.shape == (24, 24) and out.dtype == np.float32
+    np.testing.assert_allclose(out, ref, atol=1e-5)
+    # a contrast-inverted image gives the inverted result (polarity is kept)
+    inv = preprocess(4000 - img.astype(np.int32), config=cfg)
+    np.testing.assert_allclose(inv, np.clip(1 - ref, -1, 2), atol=1e-4)
+    # gain and offset do not matter
+    np.testing.assert_allclose(preprocess(img * 3.0 + 100, config=cfg), out, atol=1e-5)
+    assert center_crop(out[None], 16).shape == (1, 16, 16)
+    np.testing.assert_array_equal(center_crop(out[None], 16)[0], out[4:20, 4:20])
+
+
+def test_preprocess_pads_small_images_and_survives_bad_pixels() -> None:
+    from emdig.contrastive.config import ImageEncoderConfig
+    from emdig.contrastive.encoders import preprocess
+
+    cfg = ImageEncoderConfig(input_size=16, cache_size=24)
+    small = np.arange(50, dtype=np.float32).reshape(5, 10)
+    out = preprocess(small, config=cfg)
+    assert out.shape == (24, 24) and np.isfinite(out).all()
+    # mirror padding only repeats existing values
+    lo, hi = np.percentile(out, [1, 99])
+    assert lo == pytest.approx(0.0, abs=1e-6) and hi == pytest.approx(1.0, abs=1e-6)
+    bad = np.ones((30, 30), np.float32)
+    bad[5, 5] = np.nan
+    bad[:15] = 2.0
+    got = preprocess(bad, config=cfg)
+    assert np.isfinite(got).all()
+    assert not preprocess(np.full((30, 30), 7.0), config=cfg).any()  # flat -> zeros
+    with pytest.raises(ValueError, match="2-D"):
+        preprocess(np.zeros((2, 3, 4)), config=cfg)

@@ -285,3 +285,25 @@ def test_catalog_dataset_is_cached_by_content(
     by_key = {k: i for i, k in enumerate(ds.keys)}
     for j, k in enumerate(sub.keys):
         np.testing.assert_array_equal(np.asarray(sub.regions[j]), np.asarray(ds.regions[by_key[k]]))
+
+
+def test_dataset_from_files_skips_unreadable_files(tmp_path: Path) -> None:
+    from PIL import Image
+
+    rng = np.random.default_rng(1)
+    paths = []
+    for i in range(3):
+        p = tmp_path / f"im{i}.png"
+        Image.fromarray(rng.integers(0, 255, (50, 52), dtype=np.uint8)).save(p)
+        paths.append(p)
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(paths[0].read_bytes()[:40])  # truncated
+    seen: list[tuple[int, int]] = []
+    ds = ContrastiveDataset.from_files(
+        [*paths, bad], config=TINY.image, cache_dir=tmp_path / "c",
+        progress=lambda i, n: seen.append((i, n)),
+    )  # fmt: skip
+    assert len(ds) == 3 and ds.paths == [str(p) for p in paths]
+    assert seen[-1] == (4, 4)
+    assert all(r["pixel_size_nm"] is None for r in ds.records)  # uncalibrated PNG
+    assert len(set(ds.groups)) == 3
