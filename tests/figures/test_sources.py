@@ -414,3 +414,19 @@ def test_wrong_root_element_is_corrupt(tmp_path: Path) -> None:
     replay = Replay(script={url: [Response(200, {}, b"<html><body/></html>")]})
     with pytest.raises(CorruptFile, match="not a JATS <article>"):
         _client(tmp_path, replay).fetch_article({"pmcid": "PMC9000003"})
+
+
+def test_extract_reads_what_fetch_downloaded(tmp_path: Path) -> None:
+    """``figures extract`` on the fetch cache: JATS articles with their images beside them."""
+    from emdig.figures.extract import extract
+
+    _client(tmp_path, Replay()).fetch(QUERY, max_results=10)
+    s = extract([tmp_path / "cache"], out=tmp_path / "ds")
+    assert s.failures == [] and s.articles == 3
+    data = json.loads((tmp_path / "ds" / "figures.json").read_text())
+    first = [f for f in data.values() if f["doi"] == "10.5555/nano.12.0001"]
+    # its three figures were fetched, so all three reach the dataset with their pixels
+    assert len(first) == 3
+    assert all(f["emdig"]["image_width"] == 32 for f in first)
+    # figures whose image could not be fetched are counted, not failed
+    assert s.figures_without_image >= 2
