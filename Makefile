@@ -26,6 +26,8 @@ test: lint
 bench: $(STAMP)
 	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/particles.py
+	$(BIN)/python bench/figures.py
+	$(BIN)/python bench/contrastive.py
 
 clean:
-	rm -rf $(VENV) emdig-demo emdig.db emdig.db-wal emdig.db-shm emdig.db.lock emdig.db.d
+	rm -rf $(VENV) emdig-demo emdig.db emdig.db-wal emdig.db-shm emdig.db.lock emdig.db.d build/contrastive-bench
