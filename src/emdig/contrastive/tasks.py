@@ -33,6 +33,7 @@ __all__ = [
     "embed_catalog",
     "embeddings_path",
     "load_model_for",
+    "mismatch_scores",
     "parse_meta_query",
     "predict",
     "projection",
@@ -298,6 +299,27 @@ def _is_blank(row: Mapping[str, Any]) -> bool:
     return (lo is not None and hi is not None and lo == hi) or (sd is not None and sd == 0)
 
 
+def mismatch_scores(
+    image: np.ndarray, meta: np.ndarray, *, block: int = 4096
+) -> tuple[np.ndarray, np.ndarray]:
+    """How badly each image fits its own metadata, from unit embeddings ``(N, D)`` in pairs.
+
+    Returns ``(score, rank)``: ``score = -(own - mean) / std`` of the image's cosines with
+    every metadata row (higher = more suspicious), and the rank of its own metadata among them
+    (1 = best).
+    """
+    n = len(image)
+    own = np.einsum("ij,ij->i", image, meta)
+    z = np.empty(n, np.float64)
+    rank = np.empty(n, np.int64)
+    for i in range(0, n, block):
+        sim = image[i : i + block] @ meta.T
+        mu, sd = sim.mean(axis=1), sim.std(axis=1) + 1e-6
+        z[i : i + block] = (own[i : i + block] - mu) / sd
+        rank[i : i + block] = (sim > own[i : i + block, None]).sum(axis=1) + 1
+    return -z, rank
+
+
 def anomalies(
     *,
     model: ContrastiveModel,
@@ -321,15 +343,7 @@ def anomalies(
     n = len(index)
     if n == 0:
         return []
-    own = np.einsum("ij,ij->i", index.image, index.meta)
-    z = np.empty(n, np.float64)
-    rank = np.empty(n, np.int64)
-    for i in range(0, n, block):
-        sim = index.image[i : i + block] @ index.meta.T
-        mu, sd = sim.mean(axis=1), sim.std(axis=1) + 1e-6
-        z[i : i + block] = (own[i : i + block] - mu) / sd
-        rank[i : i + block] = (sim > own[i : i + block, None]).sum(axis=1) + 1
-    score = -z
+    score, rank = mismatch_scores(index.image, index.meta, block=block)
     rows = _rows_by_id(catalog, index.ids) if catalog is not None else {}
     # a frame without content (every pixel equal: a blank, dummy or failed read-out) has no
     # image to match any metadata; it goes above every content-bearing frame
