@@ -7,6 +7,14 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
 from .catalog.store import Catalog, default_catalog_path
 from .errors import EmdigError
@@ -20,6 +28,7 @@ __all__ = [
     "WhereOpt",
     "err",
     "out",
+    "progress_bar",
 ]
 
 out = Console()
@@ -63,3 +72,16 @@ def _open_catalog(path: Path | None, *, create: bool) -> Catalog:
 def _fail(e: EmdigError) -> typer.Exit:
     err.print(f"[bold red]error:[/] {e}", highlight=False, markup=True, soft_wrap=True)
     return typer.Exit(EXIT_ERROR)
+
+
+def progress_bar(label: str, *, info: bool = False, disable: bool | None = None) -> Progress:
+    """A progress bar on stderr: ``label``, bar, n/total, elapsed time; with ``info`` also a
+    free-text field (``task.fields["info"]``) and the time remaining. Hidden when stderr is
+    not a terminal, unless ``disable`` says otherwise."""
+    cols = [TextColumn(f"[bold]{label}"), BarColumn(), MofNCompleteColumn()]
+    if info:
+        cols.append(TextColumn("{task.fields[info]}"))
+    cols.append(TimeElapsedColumn())
+    if info:
+        cols.append(TimeRemainingColumn())
+    return Progress(*cols, console=err, disable=not err.is_terminal if disable is None else disable)

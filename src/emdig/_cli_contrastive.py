@@ -7,17 +7,17 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 from rich.table import Table
 
-from ._cli_common import CatalogOpt, JsonOpt, WhereOpt, _fail, _open_catalog, err, out
+from ._cli_common import (
+    CatalogOpt,
+    JsonOpt,
+    WhereOpt,
+    _fail,
+    _open_catalog,
+    out,
+    progress_bar,
+)
 from .errors import EmdigError
 
 contrastive_app = typer.Typer(
@@ -32,19 +32,6 @@ ModelOpt = Annotated[
         "--model", "-m", help="Model .safetensors (or its folder); default: the catalog's."
     ),
 ]
-
-
-def _progress(label: str) -> Progress:
-    return Progress(
-        TextColumn(f"[bold]{label}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[info]}"),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=err,
-        disable=not err.is_terminal,
-    )
 
 
 def _fmt(v: Any) -> str:
@@ -68,7 +55,7 @@ def contrastive_simulate(
     """Write a synthetic STEM archive (HSPY files with full metadata) for demos and tests."""
     from .contrastive.simulate import simulate_archive
 
-    progress = _progress("simulate")
+    progress = progress_bar("simulate", info=True)
     task = progress.add_task("simulate", total=n, info="")
     with progress:
         paths = simulate_archive(
@@ -107,7 +94,7 @@ def contrastive_train(
 
     if loss not in ("clip", "siglip"):
         raise typer.BadParameter("--loss takes clip or siglip")
-    progress = _progress("train")
+    progress = progress_bar("train", info=True)
     try:
         with _open_catalog(catalog, create=False) as cat, progress:
             cdir = contrastive_dir(cat.path)
@@ -200,7 +187,7 @@ def contrastive_embed(
     """Store image and metadata embeddings of the catalog (Parquet beside it)."""
     from .contrastive.tasks import embed_catalog, embeddings_path, load_model_for
 
-    progress = _progress("embed")
+    progress = progress_bar("embed", info=True)
     task = progress.add_task("embed", total=None, info="")
     try:
         with _open_catalog(catalog, create=False) as cat, progress:

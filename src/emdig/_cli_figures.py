@@ -7,10 +7,18 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from ._cli_common import EXIT_FAILED_ITEMS, CatalogOpt, JsonOpt, _fail, _open_catalog, err, out
+from ._cli_common import (
+    EXIT_FAILED_ITEMS,
+    CatalogOpt,
+    JsonOpt,
+    _fail,
+    _open_catalog,
+    err,
+    out,
+    progress_bar,
+)
 from .errors import EmdigError
 
 figures_app = typer.Typer(
@@ -25,17 +33,6 @@ def _terms(query: str | None) -> tuple[str, ...]:
         return ()
     parts = query.split(",") if "," in query else query.split()
     return tuple(p.strip() for p in parts if p.strip())
-
-
-def _bar(label: str) -> Progress:
-    return Progress(
-        TextColumn(f"[bold]{label}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=err,
-        disable=not err.is_terminal,
-    )
 
 
 @figures_app.command("fetch")
@@ -53,7 +50,7 @@ def figures_fetch(
     """
     from .figures.sources import EuropePMC
 
-    progress = _bar("fetch")
+    progress = progress_bar("fetch")
     task = progress.add_task("fetch", total=max_results)
     try:
         with progress:
@@ -114,7 +111,7 @@ def figures_extract(
     if bad:
         raise typer.BadParameter(f"unknown panel type {bad[0]!r}; choose from {PANEL_CLASSES}")
     opts = ExtractOptions(query=_terms(query), types=tuple(types or ()))
-    progress = _bar("extract")
+    progress = progress_bar("extract")
     task = progress.add_task("extract", total=None)
     try:
         with progress:

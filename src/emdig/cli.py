@@ -37,6 +37,7 @@ from ._cli_common import (
     _Terminated,
     err,
     out,
+    progress_bar,
 )
 from ._cli_contrastive import contrastive_app, search_cmd
 from ._cli_figures import figures_app
@@ -453,14 +454,7 @@ def particles_detect(
         threshold=threshold,
         golddigger=fmt == "golddigger",
     )
-    progress = Progress(
-        TextColumn("[bold]detect"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=err,
-        disable=not err.is_terminal,
-    )
+    progress = progress_bar("detect")
     task = progress.add_task("detect", total=None)
     try:
         with progress, _open_catalog(catalog, create=True) as cat:
@@ -578,16 +572,7 @@ def particles_train(
         )
         return {"val_f1": e["detection"]["f1"] or 0.0}
 
-    progress = Progress(
-        TextColumn("[bold]train"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[info]}"),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=err,
-        disable=not err.is_terminal,
-    )
+    progress = progress_bar("train", info=True)
     task = progress.add_task("train", total=steps, info="")
 
     def on_step(step: int, total: int, losses: dict[str, float]) -> None:
