@@ -61,16 +61,21 @@ def figures_fetch(
             )
     except EmdigError as e:
         raise _fail(e) from None
-    summary = res.to_dict() if hasattr(res, "to_dict") else res.__dict__
     if as_json:
-        out.print_json(json.dumps(summary, default=str))
+        summary = {
+            "done": [str(p) for p in res.done],
+            "skipped": [str(p) for p in res.skipped],
+            "failed": [{"folder": str(p), "reason": why} for p, why in res.failed],
+            "cache": str(output),
+        }
+        out.print_json(json.dumps(summary))
     else:
         out.print(
             f"{len(res.done)} articles fetched, {len(res.skipped)} already in the cache, "
             f"{len(res.failed)} failed; in [bold]{output}[/]"
         )
-        for item in res.failed:
-            err.print(f"[red]failed[/] {item}", highlight=False, soft_wrap=True)
+        for folder, why in res.failed:
+            err.print(f"[red]failed[/] {folder}: {why}", highlight=False, soft_wrap=True)
         out.print(f"next: [bold]emdig figures extract {output} --query {query!r}[/]")
     raise typer.Exit(EXIT_FAILED_ITEMS if res.failed else 0)
 

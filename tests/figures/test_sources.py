@@ -430,3 +430,28 @@ def test_extract_reads_what_fetch_downloaded(tmp_path: Path) -> None:
     assert all(f["emdig"]["image_width"] == 32 for f in first)
     # figures whose image could not be fetched are counted, not failed
     assert s.figures_without_image >= 2
+
+
+def test_cli_fetch_then_extract(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``emdig figures fetch`` as a user runs it (the network replaced by the recordings)."""
+    from typer.testing import CliRunner
+
+    from emdig.cli import app
+    from emdig.figures import sources
+
+    monkeypatch.setattr(sources, "UrllibTransport", lambda **_kw: Replay())
+    run = CliRunner().invoke
+    r = run(app, ["figures", "fetch", "-q", QUERY, "--max", "10", "-o", str(tmp_path / "a")])
+    assert r.exit_code == 0, r.output
+    assert "3 articles fetched" in r.output
+    r = run(app, ["figures", "fetch", "-q", QUERY, "--max", "10", "-o", str(tmp_path / "a")])
+    assert r.exit_code == 0 and "3 already in the cache" in r.output
+    r = run(app, ["figures", "fetch", "-q", QUERY, "-o", str(tmp_path / "b"), "--json"])
+    assert r.exit_code == 0 and len(json.loads(r.output)["done"]) == 3
+    r = run(
+        app,
+        ["figures", "extract", str(tmp_path / "a"), "-o", str(tmp_path / "ds"), "--no-catalog",
+         "--json"],
+    )  # fmt: skip
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output)["articles"] == 3
