@@ -42,7 +42,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..errors import ModelError, UnsupportedFormat
-from ..models.registry import resolve_model
+from ..models.registry import load_weights, resolve_model
 from .records import PANEL_CLASSES, Box
 
 __all__ = [
@@ -275,9 +275,6 @@ def load_classifier(weights: str | Path, *, sha256: str | None = None) -> PanelN
         Missing files, a hash mismatch, a config that does not describe the weights, or a file
         that is not valid safetensors.
     """
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
     w = Path(weights)
     cfg_path = w.with_suffix(".json")
     if not w.is_file():
@@ -288,16 +285,7 @@ def load_classifier(weights: str | Path, *, sha256: str | None = None) -> PanelN
         raise ModelError("classifier weights do not match their registered sha256", path=w)
     config = ClassifierConfig.from_json(cfg_path.read_text(encoding="utf-8"), source=str(cfg_path))
     net = PanelNet(config)
-    try:
-        state = load_file(str(w))
-    except (SafetensorError, OSError, ValueError) as e:
-        raise ModelError(f"not valid safetensors: {e}", path=w) from None
-    try:
-        net.load_state_dict(state, strict=True)
-    except RuntimeError as e:
-        msg = " ".join(str(e).split())[:300]
-        raise ModelError(f"weights do not fit the config: {msg}", path=w) from None
-    net.eval()
+    load_weights(net, w)
     return net
 
 

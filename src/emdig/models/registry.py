@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ..errors import ModelError
 
-__all__ = ["MODELS", "ModelEntry", "resolve_model"]
+__all__ = ["MODELS", "ModelEntry", "load_weights", "resolve_model"]
 
 HERE = Path(__file__).resolve().parent
 
@@ -69,3 +70,25 @@ def resolve_model(name_or_path: str | Path, *, task: str) -> tuple[Path, str | N
         return p, None
     known = ", ".join(sorted(k for k, v in MODELS.items() if v.task == task)) or "none"
     raise ModelError(f"unknown model {key!r}: give a .safetensors path or one of: {known}")
+
+
+def load_weights(net: Any, weights: str | Path) -> None:
+    """Load ``weights`` (safetensors) into the torch module ``net`` exactly, then eval mode.
+
+    Raises :class:`~emdig.errors.ModelError` for a file that is not valid safetensors or whose
+    tensors do not fit the module built from the config.
+    """
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    w = Path(weights)
+    try:
+        state = load_file(str(w))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise ModelError(f"not valid safetensors: {e}", path=w) from None
+    try:
+        net.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        msg = " ".join(str(e).split())[:300]
+        raise ModelError(f"weights do not fit the config: {msg}", path=w) from None
+    net.eval()

@@ -19,6 +19,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..errors import ModelError
+from ..models.registry import load_weights
 
 __all__ = ["ModelConfig", "ParticleNet", "load_model", "save_model"]
 
@@ -231,9 +232,6 @@ def load_model(weights: str | Path, *, sha256: str | None = None) -> ParticleNet
         Missing files, a hash mismatch, a config that does not describe the weights, or a
         file that is not valid safetensors.
     """
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
     w = Path(weights)
     cfg_path = w.with_suffix(".json")
     if not w.is_file():
@@ -244,14 +242,5 @@ def load_model(weights: str | Path, *, sha256: str | None = None) -> ParticleNet
         raise ModelError("model weights do not match their registered sha256", path=w)
     config = ModelConfig.from_json(cfg_path.read_text(), source=str(cfg_path))
     model = ParticleNet(config)
-    try:
-        state = load_file(str(w))
-    except (SafetensorError, OSError, ValueError) as e:
-        raise ModelError(f"not valid safetensors: {e}", path=w) from None
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as e:
-        msg = " ".join(str(e).split())[:300]
-        raise ModelError(f"weights do not fit the config: {msg}", path=w) from None
-    model.eval()
+    load_weights(model, w)
     return model
