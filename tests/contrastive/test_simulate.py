@@ -123,7 +123,10 @@ def test_bf_anticorrelated_with_haadf() -> None:
     for spec in ("Au nanoparticles on a-C", "SrTiO3 [001]"):
         kw = dict(specimen=spec, magnification=5.1e6, seed=11, thickness_nm=6.0)
         haadf = simulate_image(make_params(detector="HAADF", **kw), noise=False)  # type: ignore[arg-type]
-        bf = simulate_image(make_params(detector="BF", **kw), noise=False)  # type: ignore[arg-type]
+        # bright field is phase contrast: taken a little underfocus (atoms dark), as the
+        # simulated operators do (at zero defocus a positive Cs makes weak atoms bright)
+        bf_kw = dict(kw, defocus_nm=-12.0)
+        bf = simulate_image(make_params(detector="BF", **bf_kw), noise=False)  # type: ignore[arg-type]
         r = np.corrcoef(haadf.ravel(), bf.ravel())[0, 1]
         assert r < -0.5, (spec, r)
 
@@ -204,8 +207,35 @@ def test_sample_params_archive_like() -> None:
         assert p.collection_inner_mrad == pytest.approx(
             1e3 * math.atan(r_in / p.camera_length_mm), abs=0.01
         )
-    keys = [tuple(getattr(p, f) for f in ACQ_FIELDS if f != "acquired_at") for p in ps]
-    assert len(set(keys)) == len(keys)
+        # each detector in its own angular regime, so the regimes never overlap
+        which, lo, hi = sim.DETECTOR_REGIMES[p.detector]
+        angle = p.collection_inner_mrad if which == "inner" else p.collection_outer_mrad
+        assert lo * p.convergence_mrad <= angle <= hi * p.convergence_mrad
+    inner = {
+        d: [p.collection_inner_mrad / p.convergence_mrad for p in ps if p.detector == d]
+        for d in ("HAADF", "ADF")
+    }
+    assert min(inner["HAADF"]) > max(inner["ADF"])
+    # sessions: optics, current, tilt and scan rotation are kept for several images, while
+    # magnification and dwell vary within a session
+    session = (
+        "instrument",
+        "voltage_kv",
+        "convergence_mrad",
+        "detector",
+        "camera_length_mm",
+        "beam_current_pa",
+        "tilt_alpha_deg",
+        "tilt_beta_deg",
+        "scan_rotation_deg",
+    )
+    groups: dict[tuple[object, ...], list[sim.StemParams]] = {}
+    for p in ps:
+        groups.setdefault(tuple(getattr(p, f) for f in session), []).append(p)
+    assert len(ps) / 20 < len(groups) < len(ps) / 3
+    big = [g for g in groups.values() if len(g) >= 5]
+    assert len(big) > 20
+    assert np.mean([len({p.magnification for p in g}) > 1 for g in big]) > 0.9
 
 
 def test_archive_round_trip_and_determinism(tmp_path: Path) -> None:

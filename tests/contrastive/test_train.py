@@ -144,6 +144,11 @@ def test_training_uses_train_statistics_and_learns(trained: TrainResult) -> None
     assert len(r.history) == 4 and r.history[-1]["loss"] < r.history[0]["loss"]
     assert set(r.history[0]) >= {"epoch", "loss", "heldout_top1", "temperature", "seconds"}
     assert r.metrics["n"] == len(r.held_out)
+    # strict retrieval counts only the own pair: identical metadata embed identically and
+    # ties go to the first item, so at most one image per distinct record can be a strict hit
+    m = r.metrics
+    assert m["image_to_metadata_top1_strict"] <= m["image_to_metadata_top1"]
+    assert m["image_to_metadata_top1_strict"] <= m["unique_metadata"] / m["n"] + 1e-9
     # contrast polarity is the easiest cue; the probe must read it on held-out files
     assert r.metrics["probe/detector/accuracy"] >= 0.9
     assert r.model.probes.fields  # probes were fitted and kept

@@ -296,6 +296,8 @@ def evaluate(
     dict
         ``n``, ``unique_metadata``; ``image_to_metadata_top{k}`` and
         ``metadata_to_image_top{k}`` (hit = identical metadata, see the module docstring);
+        ``image_to_metadata_top1_strict`` and ``metadata_to_image_top1_strict`` (hit = the
+        query's own pair only);
         ``probe/<field>/...`` (see :func:`evaluate_probes`).
     """
     specs = model.fields
@@ -309,6 +311,10 @@ def evaluate(
             out[f"image_to_metadata_top{k}"] = v
         for k, v in retrieval_metrics(sim.T, keys, ks=ks).items():
             out[f"metadata_to_image_top{k}"] = v
+        # strict: only the query's own pair counts, even when other items share its metadata
+        own = [str(i) for i in range(len(keys))]
+        out["image_to_metadata_top1_strict"] = retrieval_metrics(sim, own, ks=(1,))[1]
+        out["metadata_to_image_top1_strict"] = retrieval_metrics(sim.T, own, ks=(1,))[1]
     probes = model.probes
     if train is not None:
         temb = (

@@ -18,6 +18,11 @@ angles, sampled by a scan with its distortions, and recorded with shot noise:
 - stage tilt foreshortens the film plane by ``cos(tilt)`` across the tilt axis and elongates
   crystal columns by ``z tan(tilt)`` with depth; scan rotation turns the specimen on screen.
 
+The archive (:func:`sample_params`) is made of sessions that keep the optics, detector, camera
+length, current, tilt and scan rotation and vary magnification and dwell; each detector works
+in its own angular regime (:data:`DETECTOR_REGIMES`), and operators keep only images whose
+structure stands out of the shot noise (they lengthen the dwell until it does).
+
 Conventions: image coordinates are ``(col, row)``, row down. A positive ``scan_rotation_deg``
 turns the specimen counterclockwise on screen. ``tilt_alpha_deg`` tilts about the stage x axis
 (foreshortens stage y), ``tilt_beta_deg`` about stage y (foreshortens stage x).
@@ -40,9 +45,11 @@ from typing import Any
 import numpy as np
 
 __all__ = [
+    "DETECTOR_REGIMES",
     "INSTRUMENTS",
     "SPECIMENS",
     "StemParams",
+    "camera_lengths_for",
     "collection_angles_mrad",
     "electrons_per_pixel",
     "make_params",
@@ -64,7 +71,10 @@ _C = 299792458.0  # m/s
 _A0_NM = 0.0529177210903  # Bohr radius
 _COL_AREA_NM2 = math.pi * 0.04**2  # area a channelling column scatters from
 _N_SLICES = 5
-_PHASE_K = 3e-5  # projected-potential phase per atom x Z^0.7 (nm^2), at 200 kV
+_CHANNEL_SPREAD = 0.25  # probe spread in a channelling crystal / geometric spread
+# projected-potential phase per atom, rad nm^2 at 200 kV, over Z^0.55: σ ∫V dA with
+# σ = 7.29e-3 rad/(V nm) and ∫V dA = 0.479 V nm^2 per Å of f_e(0) ≈ 0.75 Z^0.55 Å
+_PHASE_K = 2.6e-3
 
 
 # ------------------------------------------------------------------------------- physics
@@ -477,6 +487,41 @@ def make_params(
 _INSTRUMENT_WEIGHTS = {"Spectra 300": 0.45, "JEM-ARM200F": 0.35, "Tecnai F20": 0.2}
 _DETECTOR_WEIGHTS = {"HAADF": 0.45, "ADF": 0.15, "ABF": 0.2, "BF": 0.2}
 
+#: The angular regime each detector is used in: which of its radii sets it and the range of
+#: that collection angle in units of the convergence semi-angle. HAADF: inner angle beyond
+#: ~3 α (incoherent, Z-contrast); ADF (LAADF/MAADF): inner angle just outside the bright-field
+#: disk (diffraction and strain contrast); ABF: an annulus in the outer half of the disk; BF:
+#: the central part of the disk (phase contrast).
+DETECTOR_REGIMES: dict[str, tuple[str, float, float]] = {
+    "HAADF": ("inner", 3.0, 8.0),
+    "ADF": ("inner", 1.0, 2.3),
+    "ABF": ("outer", 0.85, 1.2),
+    "BF": ("outer", 0.15, 0.5),
+}
+#: Images per session (geometric distribution): a user keeps the optics of a session and
+#: varies magnification, dwell time and position.
+_SESSION_MEAN = 8.0
+#: The signal-to-noise ratio of the structure over a probe-sized patch (standard deviation of
+#: the detected counts over the shot noise of their mean) below which an operator takes a
+#: longer dwell; an image still below it at the longest dwell is not kept.
+_MIN_SNR = 3.0
+
+
+def camera_lengths_for(
+    instrument: str, detector: str, convergence_mrad: float
+) -> tuple[float, ...]:
+    """The instrument's camera lengths (mm) that put ``detector`` in its angular regime
+    (:data:`DETECTOR_REGIMES`) at this convergence semi-angle (mrad)."""
+    inst = INSTRUMENTS[instrument]
+    which, lo, hi = DETECTOR_REGIMES[detector]
+    r_in, r_out = inst.detectors[detector]
+    r = r_in if which == "inner" else r_out
+    return tuple(
+        cl
+        for cl in inst.camera_lengths_mm
+        if lo * convergence_mrad <= 1e3 * math.atan(r / cl) <= hi * convergence_mrad
+    )
+
 
 def _choice(
     rng: np.random.Generator, items: Sequence[Any], weights: Sequence[float] | None = None
@@ -487,87 +532,154 @@ def _choice(
     return items[int(rng.choice(len(items), p=w / w.sum()))]
 
 
+def _visibility(p: StemParams, size: int = 64) -> float:
+    """Structure SNR per pixel at one electron per pixel: ``std(f) / sqrt(mean(f) F)`` of the
+    noiseless detected fraction ``f`` of a small render (F: the detector's excess noise
+    factor). The SNR at a dose of N electrons per pixel is ``sqrt(N)`` times this."""
+    inst = INSTRUMENTS[p.instrument]
+    full = _padded(size)
+    scene = _build_scene(p, inst, full, np.random.default_rng([p.seed, 1]), size)
+    pad = (full - size) // 2
+    f = _signal(p, inst, scene, full)[pad : pad + size, pad : pad + size]
+    mean = float(f.mean())
+    if mean <= 0:
+        return 0.0
+    return float(f.std()) / math.sqrt(mean * (1 + 1 / inst.pmt_shape))
+
+
+def _session(rng: np.random.Generator) -> dict[str, Any]:
+    """The settings a user keeps for a session: instrument, specimen and region, optics,
+    detector and camera length, spot current, stage tilt, scan rotation."""
+    names = list(INSTRUMENTS)
+    inst = INSTRUMENTS[_choice(rng, names, [_INSTRUMENT_WEIGHTS[k] for k in names])]
+    spec = SPECIMENS[_choice(rng, list(SPECIMENS))]
+    volts = list(inst.voltages_kv)
+    if spec.kind == "2d":  # knock-on damage: 2-D materials are imaged at low voltage
+        vw = [4.0 if v <= 80 else 0.3 for v in volts]
+    else:
+        vw = [0.4 if v < 120 else 1.0 for v in volts]
+    kv = float(_choice(rng, volts, vw))
+    conv = float(_choice(rng, inst.convergences_mrad))
+    dets = list(inst.detectors)
+    det = str(_choice(rng, dets, [_DETECTOR_WEIGHTS[d] for d in dets]))
+    cl = float(_choice(rng, camera_lengths_for(inst.name, det, conv)))
+    cur = float(_choice(rng, inst.currents_pa)) * float(np.exp(rng.normal(0.0, 0.08)))
+    if spec.kind in ("crystal", "bicrystal"):  # aligned on the zone axis: small stage tilts
+        ta, tb = rng.normal(0.0, 1.5), rng.normal(0.0, 1.5)
+    else:
+        ta, tb = rng.normal(0.0, 12.0), rng.normal(0.0, 6.0)
+    if spec.kind == "2d":
+        thick = float(rng.integers(1, 4))  # layers
+    elif spec.kind == "amorphous":
+        thick = float(np.exp(rng.normal(np.log(12), 0.4)))
+    elif spec.kind == "particles":
+        thick = float(np.exp(rng.normal(np.log(6), 0.3)))  # support film
+    else:  # a thin crystal region chosen for high resolution
+        thick = float(np.clip(np.exp(rng.normal(np.log(9), 0.4)), 3, 30))
+    y0, y1 = inst.years
+    start = datetime(y0, 1, 1) + timedelta(  # a working day's session
+        days=int(rng.integers(0, 365 * (y1 - y0 + 1))),
+        seconds=int(rng.integers(8 * 3600, 18 * 3600)),
+    )
+    return {
+        "inst": inst,
+        "spec": spec,
+        "kv": kv,
+        "conv": conv,
+        "det": det,
+        "cl": cl,
+        "cur": round(cur, 1),
+        "tilt": (float(np.clip(ta, -35, 35)), float(np.clip(tb, -25, 25))),
+        "rot": 0.0 if rng.random() < 0.3 else float(rng.uniform(-180.0, 180.0)),
+        "thick": thick,
+        "orient": spec.mount_deg + float(rng.normal(0, 2.0)),
+        "dwell_index": int(rng.integers(len(inst.dwells_us))),
+        "contrast": float(rng.uniform(0.45, 0.85)),
+        "offset": float(rng.uniform(200, 3000)),
+        "start": start,
+    }
+
+
+def _session_image(
+    rng: np.random.Generator, s: dict[str, Any], when: datetime
+) -> StemParams | None:
+    """One image of a session, or None when even the longest dwell leaves it uninterpretable
+    (the operator does not keep it)."""
+    inst, spec = s["inst"], s["spec"]
+    lo, hi = spec.pixel_nm
+    mags = [m for m in inst.magnifications if lo <= inst.scan_k_nm / m <= hi]
+    mag = float(_choice(rng, mags))
+    dwells = inst.dwells_us
+    di = int(np.clip(s["dwell_index"] + rng.integers(-1, 2), 0, len(dwells) - 1))
+    kv = s["kv"]
+    defocus = _best_defocus_nm(inst, kv) + rng.normal(0, 8.0 if inst.cs_mm > 0.1 else 3.0)
+    if s["det"] == "BF" and inst.cs_mm <= 0.1:
+        # bright field is phase contrast: on a corrected column the user underfocuses a little
+        # for it, as in HRTEM
+        defocus += float(rng.uniform(-14.0, -4.0))
+    drift_speed = float(np.exp(rng.normal(np.log(0.03), 0.8)))  # nm/s (~2 nm/min)
+    # a side-entry holder drifts mostly along its rod (stage x), either way
+    drift_dir = float(rng.choice([0.0, np.pi]) + rng.normal(0.0, 0.35))
+    thick = s["thick"] if spec.kind == "2d" else s["thick"] * float(np.exp(rng.normal(0, 0.1)))
+    p = make_params(
+        specimen=spec.name,
+        instrument=inst.name,
+        voltage_kv=kv,
+        convergence_mrad=s["conv"],
+        magnification=mag,
+        detector=s["det"],
+        camera_length_mm=s["cl"],
+        dwell_us=float(dwells[di]),
+        beam_current_pa=s["cur"],
+        tilt_alpha_deg=round(s["tilt"][0], 2),
+        tilt_beta_deg=round(s["tilt"][1], 2),
+        scan_rotation_deg=round(s["rot"], 1),
+        acquired_at=when.isoformat(),
+        thickness_nm=round(thick, 3),
+        defocus_nm=round(float(defocus), 2),
+        drift_x_nm_s=round(drift_speed * math.cos(drift_dir), 5),
+        drift_y_nm_s=round(drift_speed * math.sin(drift_dir), 5),
+        orientation_deg=round(s["orient"], 3),
+        contrast=round(s["contrast"] + float(rng.normal(0, 0.03)), 3),
+        offset_adc=round(s["offset"] + float(rng.normal(0, 20)), 1),
+        seed=int(rng.integers(2**31 - 1)),
+    )
+    # the eye averages over a probe-sized patch: the SNR that matters is per probe area
+    fwhm = probe_fwhm_nm(kv, s["conv"], cs_mm=inst.cs_mm, source_nm=_source_nm(p, inst))
+    v = _visibility(p) * max(1.0, fwhm / p.pixel_size_nm)
+    # the operator lengthens the dwell until the structure stands out of the shot noise
+    while v * math.sqrt(electrons_per_pixel(p.beam_current_pa, p.dwell_us)) < _MIN_SNR:
+        di += 1
+        if di >= len(dwells):
+            return None
+        p = dataclasses.replace(p, dwell_us=float(dwells[di]))
+    return p
+
+
 def sample_params(rng: np.random.Generator, n: int) -> list[StemParams]:
     """Draw ``n`` parameter sets from an archive-like distribution.
 
-    Discrete settings where instruments have them (voltages, convergence apertures,
-    magnification steps, camera lengths, dwell times, detectors, spot currents with a measured
-    spread), continuous stage tilts, several instruments and specimens; hidden parameters
-    (thickness, defocus, drift, orientation scatter, contrast, black level, seed) too.
+    The archive is made of sessions (:data:`_SESSION_MEAN` images on average) on several
+    instruments and specimens. A session keeps the instrument's discrete settings (voltage,
+    convergence aperture, detector, a camera length that puts the detector in its angular
+    regime, :data:`DETECTOR_REGIMES`), the spot current (with its measured spread), the stage
+    tilt and the scan rotation; each image has its own magnification step, dwell time, focus,
+    drift and position. The operator keeps only interpretable images: the dwell is lengthened
+    until the structure's SNR per pixel reaches :data:`_MIN_SNR`, and an image that cannot
+    reach it is dropped. Hidden parameters (thickness, defocus, drift, orientation scatter,
+    contrast, black level, seed) are drawn too.
     """
-    names = list(INSTRUMENTS)
-    specimens = list(SPECIMENS)
     out: list[StemParams] = []
-    for _ in range(n):
-        inst = INSTRUMENTS[_choice(rng, names, [_INSTRUMENT_WEIGHTS[k] for k in names])]
-        spec = SPECIMENS[_choice(rng, specimens)]
-        volts = list(inst.voltages_kv)
-        if spec.kind == "2d":  # knock-on damage: 2-D materials are imaged at low voltage
-            vw = [4.0 if v <= 80 else 0.3 for v in volts]
-        else:
-            vw = [0.4 if v < 120 else 1.0 for v in volts]
-        kv = float(_choice(rng, volts, vw))
-        dets = list(inst.detectors)
-        det = str(_choice(rng, dets, [_DETECTOR_WEIGHTS[d] for d in dets]))
-        cl = float(_choice(rng, inst.camera_lengths_mm))
-        lo, hi = spec.pixel_nm
-        mags = [m for m in inst.magnifications if lo <= inst.scan_k_nm / m <= hi]
-        mag = float(_choice(rng, mags))
-        dwell = float(_choice(rng, inst.dwells_us))
-        cur = float(_choice(rng, inst.currents_pa)) * float(np.exp(rng.normal(0.0, 0.08)))
-        if spec.kind in ("crystal", "bicrystal"):  # aligned on the zone axis: small stage tilts
-            ta, tb = rng.normal(0.0, 1.5), rng.normal(0.0, 1.5)
-        else:
-            ta, tb = rng.normal(0.0, 12.0), rng.normal(0.0, 6.0)
-        ta, tb = float(np.clip(ta, -35, 35)), float(np.clip(tb, -25, 25))
-        rot = 0.0 if rng.random() < 0.3 else float(rng.uniform(-180.0, 180.0))
-        y0, y1 = inst.years
-        when = datetime(y0, 1, 1) + timedelta(  # a working day's session
-            days=int(rng.integers(0, 365 * (y1 - y0 + 1))),
-            seconds=int(rng.integers(8 * 3600, 20 * 3600)),
-        )
-        if spec.kind == "2d":
-            thick = float(rng.integers(1, 4))  # layers
-        elif spec.kind == "amorphous":
-            thick = float(np.exp(rng.normal(np.log(12), 0.5)))
-        elif spec.kind == "particles":
-            thick = float(np.exp(rng.normal(np.log(6), 0.4)))  # support film
-        else:
-            thick = float(np.clip(np.exp(rng.normal(np.log(8), 0.6)), 2, 50))
-        if inst.cs_mm > 0.1:  # uncorrected: near Scherzer defocus
-            lam = wavelength_pm(kv) * 1e-3
-            df0 = -1.2 * math.sqrt(inst.cs_mm * 1e6 * lam)
-            defocus = df0 + rng.normal(0, 8.0)
-        else:
-            defocus = rng.normal(0.0, 3.0)
-        drift_speed = float(np.exp(rng.normal(np.log(0.03), 0.8)))  # nm/s (~2 nm/min)
-        # a side-entry holder drifts mostly along its rod (stage x), either way
-        drift_dir = float(rng.choice([0.0, np.pi]) + rng.normal(0.0, 0.35))
-        out.append(
-            make_params(
-                specimen=spec.name,
-                instrument=inst.name,
-                voltage_kv=kv,
-                convergence_mrad=float(_choice(rng, inst.convergences_mrad)),
-                magnification=mag,
-                detector=det,
-                camera_length_mm=cl,
-                dwell_us=dwell,
-                beam_current_pa=round(cur, 1),
-                tilt_alpha_deg=round(ta, 2),
-                tilt_beta_deg=round(tb, 2),
-                scan_rotation_deg=round(rot, 1),
-                acquired_at=when.isoformat(),
-                thickness_nm=round(thick, 3),
-                defocus_nm=round(float(defocus), 2),
-                drift_x_nm_s=round(drift_speed * math.cos(drift_dir), 5),
-                drift_y_nm_s=round(drift_speed * math.sin(drift_dir), 5),
-                orientation_deg=round(spec.mount_deg + float(rng.normal(0, 2.0)), 3),
-                contrast=round(float(rng.uniform(0.45, 0.85)), 3),
-                offset_adc=round(float(rng.uniform(200, 3000)), 1),
-                seed=int(rng.integers(2**31 - 1)),
-            )
-        )
+    while len(out) < n:
+        s = _session(rng)
+        when = s["start"]
+        for _ in range(int(rng.geometric(1.0 / _SESSION_MEAN))):
+            if len(out) >= n:
+                break
+            when = when + timedelta(seconds=int(rng.integers(30, 900)))
+            p = _session_image(rng, s, when)
+            if p is not None:
+                out.append(p)
     return out
 
 
@@ -708,8 +820,11 @@ def _build_scene(
         else:
             grains = [(p.orientation_deg, 0.0)]
         linv = np.linalg.inv(l_film)
+        # a thin foil is bent: the Bragg excitation drifts across the field (bend contours,
+        # seen by a low-angle ADF detector, hardly by HAADF)
+        bend = _smooth_field(rng, size, size / 5.0)
         for g_orient, side in grains:
-            b = float(rng.uniform(0.5, 1.5))
+            b0 = float(rng.uniform(0.5, 1.5))
             origin = centre + l_film @ rng.uniform(-0.3, 0.3, 2)
             for xy, s in _lattice_columns(lat, g_orient, l_film, origin, lo, hi):
                 if spec.kind == "bicrystal":
@@ -725,7 +840,9 @@ def _build_scene(
                 sc.film_xy.append(xy)
                 sc.film_z.append(np.full(len(xy), s.z))
                 sc.film_n.append(np.full(len(xy), n))
-                sc.film_b.append(np.full(len(xy), b))
+                ij = np.clip(np.rint(xy).astype(np.int64), 0, size - 1)
+                b = np.clip(b0 * (1 + 0.45 * bend[ij[:, 1], ij[:, 0]]), 0.1, None)
+                sc.film_b.append(b)
         if spec.kind == "bicrystal":
             yy, xx = np.mgrid[0:size, 0:size].astype(float)
             st = np.stack([xx - centre[0], yy - centre[1]], -1) @ linv.T
@@ -848,7 +965,10 @@ def _kernels(
     zs = (np.arange(_N_SLICES) + 0.5) / _N_SLICES * t_col
     ws = np.exp(-zs / xi)
     ws /= ws.sum()
-    z_focus = -p.defocus_nm  # underfocus puts the focus below the entrance surface
+    # underfocus puts the focus below the entrance surface; the probe FWHM already holds the
+    # aberration balance of an uncorrected column, so only the departure from that best
+    # defocus spreads the probe further
+    z_focus = -(p.defocus_nm - _best_defocus_nm(inst, p.voltage_kv))
     tb, ta = math.radians(p.tilt_beta_deg), math.radians(p.tilt_alpha_deg)
     tan = np.array([math.tan(tb), math.tan(ta)])
     l_beam = l_film @ np.diag([1.0 / math.cos(tb), 1.0 / math.cos(ta)])
@@ -858,18 +978,34 @@ def _kernels(
     plain = np.zeros((size, size // 2 + 1))
     fx2, fy2 = fx**2, fy**2
     fxp, fyp = np.fft.rfftfreq(size), np.fft.fftfreq(size)
-    for z, w in zip(zs, ws, strict=True):
-        s2 = sig0**2 + (a * (z - z_focus)) ** 2 / 4.0
+
+    def envelope(s2: float) -> np.ndarray:
         # Gaussians are separable: outer products instead of 2-D exponentials
         core = np.outer(np.exp(-2 * np.pi**2 * s2 * fy2), np.exp(-2 * np.pi**2 * s2 * fx2))
         st = s2 + tail_s2
         tail = np.outer(np.exp(-2 * np.pi**2 * st * fy2), np.exp(-2 * np.pi**2 * st * fx2))
-        env = (1 - tail_frac) * core + tail_frac * tail
+        out: np.ndarray = (1 - tail_frac) * core + tail_frac * tail
+        return out
+
+    for z, w in zip(zs, ws, strict=True):
+        spread2 = (a * (z - z_focus)) ** 2 / 4.0
+        # on a zone axis the probe channels along the columns and stays far narrower than
+        # the geometric cone α |z - z_focus| (taken as a quarter of it); amorphous matter and
+        # particles see the geometric spread
         d_px = l_beam @ (z * tan)  # column elongation, px
         ph = np.outer(np.exp(-2j * np.pi * fyp * d_px[1]), np.exp(-2j * np.pi * fxp * d_px[0]))
-        film += w * env * ph
-        plain += w * env
+        film += w * envelope(sig0**2 + spread2 * _CHANNEL_SPREAD**2) * ph
+        plain += w * envelope(sig0**2 + spread2)
     return film, plain, fwhm
+
+
+def _best_defocus_nm(inst: Instrument, voltage_kv: float) -> float:
+    """Defocus (nm, negative: under) an operator focuses to: ``-1.2 sqrt(Cs λ)`` on an
+    uncorrected column (where :func:`probe_fwhm_nm` balances the aberration), 0 on a corrected
+    one."""
+    if inst.cs_mm <= 0.1:
+        return 0.0
+    return -1.2 * math.sqrt(inst.cs_mm * 1e6 * wavelength_pm(voltage_kv) * 1e-3)
 
 
 def _source_nm(p: StemParams, inst: Instrument) -> float:
@@ -891,7 +1027,9 @@ def _signal(p: StemParams, inst: Instrument, sc: _Scene, size: int) -> np.ndarra
     has_df = outer > a
     c_abf = float(np.clip((inner / a - 0.15) / 0.35, 0, 1)) if o > 0 else 0.0
     c_ph = float(np.clip(1 - outer / a, 0, 1)) if o > 0 else 0.0
-    c_diff = float(np.clip((2.5 * a - df_lo) / (1.5 * a), 0, 1)) if has_df else 0.0
+    # coherent (Bragg, strain) scattering reaches a detector whose inner angle is within a few
+    # convergence angles; beyond ~3 α (HAADF) the signal is incoherent thermal-diffuse
+    c_diff = float(np.clip((3.0 * a - df_lo) / (2.0 * a), 0, 1)) if has_df else 0.0
     l_film, _, _ = _maps(p, inst, sc.scan_px)
     k_film, k_plain, _ = _kernels(p, inst, size, l_film)
     px2 = sc.px**2
@@ -915,7 +1053,7 @@ def _signal(p: StemParams, inst: Instrument, sc: _Scene, size: int) -> np.ndarra
         if kind == "abf":
             return _COL_AREA_NM2 * (1 - np.exp(-n * 1.2e-4 * np.cbrt(z) / _COL_AREA_NM2))
         # projected potential, scaled with the interaction constant (∝ λγ)
-        return n * z**0.7 * _PHASE_K * lam_rel
+        return n * z**0.55 * _PHASE_K * lam_rel
 
     def channel(kind: str) -> np.ndarray:
         out_f = np.zeros((size, size // 2 + 1), complex)
@@ -950,7 +1088,7 @@ def _signal(p: StemParams, inst: Instrument, sc: _Scene, size: int) -> np.ndarra
             elif kind == "abf":
                 extra += sum(1.2e-4 * np.cbrt(z) * r for z, r in sc.density.items())
             else:
-                extra += sum(z**0.7 * _PHASE_K * lam_rel * r for z, r in sc.density.items())
+                extra += sum(z**0.55 * _PHASE_K * lam_rel * r for z, r in sc.density.items())
         if extra.any():
             out_f += np.fft.rfft2(extra) * k_plain
         return out_f
