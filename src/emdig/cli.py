@@ -428,6 +428,13 @@ def particles_detect(
         ),
     ] = None,
     classes: Annotated[str, typer.Option(help="Nominal sizes in nm.")] = "6,12,18",
+    nominal_classes: Annotated[
+        bool,
+        typer.Option(
+            "--nominal-classes",
+            help="Class by the nearest nominal size; default: by the sizes fitted to each image.",
+        ),
+    ] = False,
     model: Annotated[
         str, typer.Option(help="Registry name or .safetensors path.")
     ] = "particles-default",
@@ -452,6 +459,7 @@ def particles_detect(
         pixel_size_nm=pixel_size_nm,
         mask=str(mask) if mask else None,
         threshold=threshold,
+        adaptive_classes=not nominal_classes,
         golddigger=fmt == "golddigger",
     )
     progress = progress_bar("detect")

@@ -18,6 +18,7 @@ from emdig.particles.annotations import synthetic_truth
 from emdig.particles.detect import (
     assign_classes,
     detect,
+    fit_size_classes,
     info_strip_rows,
     measure_diameters,
     predict_maps,
@@ -29,6 +30,7 @@ from emdig.particles.synth import SynthConfig, synthesize
 from emdig.particles.train import make_sample, train
 
 PX = 0.5587
+IMMUNOGOLD = Path(__file__).resolve().parents[3] / "shared" / "data" / "immunogold"
 
 
 def discs(
@@ -114,6 +116,73 @@ def test_measure_diameters_from_the_image() -> None:
     d = measure_diameters(img, x, y, guess, pixel_size_nm=PX)
     np.testing.assert_allclose(d, [t[2] for t in truth], atol=0.6)
     np.testing.assert_array_equal(assign_classes(d, (6, 12, 18)), [6, 12, 18, 12])
+
+
+def _lots(means: tuple[float, ...], counts: tuple[int, ...], seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return np.concatenate(
+        [m * np.exp(rng.normal(0, 0.08, n)) for m, n in zip(means, counts, strict=True)]
+    )
+
+
+def test_adaptive_classes_follow_a_lot_that_is_off_its_nominal_size() -> None:
+    # lots that measure 6 %, 12 % and 14 % small, as in the MPFI images (15.5 nm "18 nm" gold)
+    counts = (120, 20, 50)
+    d = _lots((5.6, 10.6, 15.5), counts)
+    truth = np.repeat([6.0, 12.0, 18.0], counts)
+    nominal = assign_classes(d, (6, 12, 18))
+    adaptive = assign_classes(d, (6, 12, 18), adaptive=True)
+    assert (adaptive == truth).mean() >= 0.97
+    assert (nominal[truth == 18] == 12).sum() >= 8  # the fixed split at 14.7 nm cuts the lot
+    centres, sigma, weight = fit_size_classes(d, (6, 12, 18))
+    np.testing.assert_allclose(centres, (5.6, 10.6, 15.5), rtol=0.06)  # prior: a pull to nominal
+    np.testing.assert_allclose(weight, np.array(counts) / sum(counts), atol=0.03)
+    assert np.all((sigma > 0.05) & (sigma < 0.12))
+
+
+def test_adaptive_classes_stay_nominal_without_evidence() -> None:
+    d = _lots((6.0, 18.0), (80, 30), seed=1)  # no 12 nm particles at all
+    centres, _, _ = fit_size_classes(d, (6, 12, 18))
+    assert abs(centres[1] - 12.0) < 0.5  # the empty class is held by its prior
+    np.testing.assert_array_equal(
+        assign_classes(d, (6, 12, 18), adaptive=True), np.repeat([6.0, 18.0], (80, 30))
+    )
+    # a centre never moves more than 30 % from its nominal size, whatever the data
+    centres, _, _ = fit_size_classes(np.full(50, 9.0), (6, 12, 18))
+    assert centres[0] <= 6 * 1.3 + 1e-9 and centres[1] >= 12 / 1.3 - 1e-9
+    assert fit_size_classes(np.array([]), (6, 12))[0].tolist() == [6.0, 12.0]
+    assert assign_classes(np.array([7.0, 30.0]), (10,), adaptive=True).tolist() == [10.0, 10.0]
+
+
+@pytest.mark.shared_data
+def test_large_gold_of_the_third_label_is_classed_18_nm_in_real_images() -> None:
+    """The MPFI images hold unannotated ~16 nm particles of a third label. Reference: every
+    isolated, round, near-black disc of 14.5-24 nm found by plain thresholding (no model)."""
+    from scipy import ndimage
+    from skimage import measure
+
+    from emdig.models.registry import resolve_model
+
+    path = IMMUNOGOLD / "images" / "S7.jpg"
+    if not path.is_file():
+        pytest.skip(f"shared immunogold image not found at {path}")
+    img = np.asarray(Image.open(path).convert("L"))
+    model = load_model(resolve_model("particles-default", task="particles")[0])
+    pts = detect(img, pixel_size_nm=PX, model=model).points
+    sm = ndimage.gaussian_filter(img[:2048].astype(float), 1.5)
+    bg = ndimage.median_filter(sm[::4, ::4], size=31).repeat(4, 0).repeat(4, 1)
+    ref = [
+        r.centroid
+        for r in measure.regionprops(measure.label(sm < 0.45 * bg))
+        if 14.5 <= r.equivalent_diameter_area * PX <= 24
+        and r.solidity > 0.93
+        and r.eccentricity < 0.75
+    ]
+    assert len(ref) >= 20
+    for cy, cx in ref:
+        k = int(np.argmin(np.hypot(pts.x_px - cx, pts.y_px - cy)))
+        assert np.hypot(pts.x_px[k] - cx, pts.y_px[k] - cy) < 8
+        assert pts.class_nm[k] == 18.0, (cx, cy, pts.diameter_nm[k])
 
 
 def test_info_strip_is_found_and_excluded(tiny_model: Path) -> None:

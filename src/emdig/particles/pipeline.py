@@ -42,6 +42,7 @@ class DetectOptions:
     pixel_size_nm: float | None = None
     mask: str | None = None
     threshold: float | None = None
+    adaptive_classes: bool = True
     golddigger: bool = False
     threads: int = 0
 
@@ -50,6 +51,7 @@ class DetectOptions:
             "model": self.model,
             "classes_nm": list(self.classes_nm),
             "threshold": self.threshold,
+            "adaptive_classes": self.adaptive_classes,
             "pixel_size_nm": self.pixel_size_nm,
             "mask": self.mask,
         }
@@ -115,6 +117,7 @@ def detect_job(payload: tuple[str, str, DetectOptions, str, str]) -> list[dict[s
             classes_nm=opts.classes_nm,
             mask=mask,
             threshold=opts.threshold,
+            adaptive_classes=opts.adaptive_classes,
             name=name,
         )
         d = Path(out_dir)

@@ -1024,14 +1024,18 @@ def _render_negatives(
             v = (dy * np.float32(look.ux) - dx * np.float32(look.uy)) / b
             canvas.add("tau", flat, col(rng.uniform(0.3, 1.1, n)) * np.exp(-(u * u + v * v)))
         elif kind == "debris":
+            # Granules of platinum and membrane fragments, spread over the clump's whole extent
+            # with gaps between them: lumpy and irregular, never one compact dark disk (that
+            # would be a gold particle). Each granule is a few nm, the size of the replica grain.
             val = np.zeros(flat.shape, np.float32)
-            for _ in range(5):
+            grain = np.float32(0.9 / px)  # granule sigma floor: about 2 nm FWHM
+            for _ in range(7):
                 t = rng.uniform(0, 2 * math.pi, n)
-                rr = rng.uniform(0.0, 0.6, n)
+                rr = np.sqrt(rng.uniform(0.1, 1.0, n)) * 1.15
                 cy = col(rr * np.sin(t)) * r
                 cx = col(rr * np.cos(t)) * r
-                s = r * col(rng.uniform(0.18, 0.42, n))
-                amp = col(rng.uniform(0.6, 2.2, n) * (rng.random(n) < 0.85))
+                s = np.maximum(r * col(rng.uniform(0.1, 0.2, n)), grain)
+                amp = col(rng.uniform(0.3, 1.0, n) * (rng.random(n) < 0.85))
                 e = (dy - cy) ** 2 + (dx - cx) ** 2
                 val += amp * np.exp(-e / (2 * s * s))
             canvas.add("tau", flat, val)
