@@ -31,7 +31,10 @@ from emdig.contrastive.train import train
 from emdig.io import read
 
 KEYS = (
+    "unique_metadata",
     "image_to_metadata_top1",
+    "image_to_metadata_top1_strict",
+    "metadata_to_image_top1_strict",
     "image_to_metadata_top5",
     "metadata_to_image_top1",
     "metadata_to_image_top5",

@@ -312,3 +312,35 @@ def test_dataset_from_files_skips_unreadable_files(tmp_path: Path) -> None:
     assert seen[-1] == (4, 4)
     assert all(r["pixel_size_nm"] is None for r in ds.records)  # uncalibrated PNG
     assert len(set(ds.groups)) == 3
+
+
+def test_readout_loss_matches_hand_computation() -> None:
+    from emdig.contrastive.encoding import EncodedMetadata
+    from emdig.contrastive.train import _READOUT_HARMONICS, _Readout
+
+    enc = EncodedMetadata(
+        numeric=np.array([[0.5], [-1.0]], np.float32),
+        numeric_mask=np.array([[True], [False]]),
+        angle=np.array([[0.3], [1.2]], np.float32),
+        angle_mask=np.array([[True], [True]]),
+        categorical=np.array([[1], [2]], np.int64),
+        categorical_mask=np.array([[True], [True]]),
+    )
+    ro = _Readout(enc, 4)
+    n_out = 1 + 2 * len(_READOUT_HARMONICS) + 3
+    assert ro.linear.out_features == n_out
+    with torch.no_grad():
+        ro.linear.weight.zero_()
+        ro.linear.bias.copy_(torch.arange(n_out, dtype=torch.float32) / 10)
+    emb = torch.zeros(2, 4)
+    got = float(ro.loss(emb, enc.tensors()).detach())
+    b = np.arange(n_out) / 10
+    want = (b[0] - 0.5) ** 2  # the second record's numeric value is missing
+    for a in (0.3, 1.2):
+        for j, h in enumerate(_READOUT_HARMONICS):
+            c, s = b[1 + 2 * j], b[2 + 2 * j]
+            want += ((c - math.cos(h * a)) ** 2 + (s - math.sin(h * a)) ** 2) / 2 / 4
+    logits = b[-3:]
+    logp = logits - math.log(np.exp(logits).sum())
+    want += -(logp[1] + logp[2]) / 2
+    assert got == pytest.approx(want, rel=1e-5)

@@ -24,7 +24,7 @@ import contextlib
 import logging
 import math
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -205,6 +205,43 @@ def _perturb(
     )
 
 
+class _Readout(nn.Module):
+    """Linear read-out of every encoded metadata field from image embeddings (training aid)."""
+
+    def __init__(self, enc: EncodedMetadata, dim: int) -> None:
+        super().__init__()
+        self.n_num = enc.numeric.shape[1]
+        self.n_ang = enc.angle.shape[1]
+        self.cat_sizes = [int(enc.categorical[:, j].max(initial=0)) + 1
+                          for j in range(enc.categorical.shape[1])]  # fmt: skip
+        out = self.n_num + 2 * len(_READOUT_HARMONICS) * self.n_ang + sum(self.cat_sizes)
+        self.linear = nn.Linear(dim, max(out, 1))
+
+    def loss(self, emb: torch.Tensor, t: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        y = self.linear(emb)
+        total = emb.new_zeros(())
+        o = self.n_num
+        if o:
+            m = t["numeric_mask"].to(emb.dtype)
+            total = total + ((y[:, :o] - t["numeric"]) ** 2 * m).sum() / m.sum().clamp_min(1)
+        for j in range(self.n_ang):
+            a = t["angle"][:, j]
+            m = t["angle_mask"][:, j].to(emb.dtype)
+            for h in _READOUT_HARMONICS:
+                err = (y[:, o] - torch.cos(h * a)) ** 2 + (y[:, o + 1] - torch.sin(h * a)) ** 2
+                total = total + (err * m).sum() / m.sum().clamp_min(1) / len(_READOUT_HARMONICS)
+                o += 2
+        for j, k in enumerate(self.cat_sizes):
+            m = t["categorical_mask"][:, j]
+            if bool(m.any()):
+                total = total + F.cross_entropy(y[m, o : o + k], t["categorical"][m, j])
+            o += k
+        return total
+
+
+_READOUT_HARMONICS = (1, 2, 4, 6)
+
+
 def train(
     data: ContrastiveDataset | Sequence[Micrograph],
     *,
@@ -214,8 +251,9 @@ def train(
     batch_size: int = 128,
     lr: float = 2e-3,
     weight_decay: float = 0.1,
-    metadata_dropout: float = 0.25,
-    metadata_noise: float = 0.1,
+    metadata_dropout: float = 0.05,
+    metadata_noise: float = 0.05,
+    readout_weight: float = 0.5,
     holdout: float = 0.1,
     held_out: ContrastiveDataset | None = None,
     seed: int = 0,
@@ -245,6 +283,13 @@ def train(
     metadata_noise
         Standard deviation of Gaussian jitter added in training to standardised numeric
         values (and to angles, in radians): nearby settings must give nearby embeddings.
+    readout_weight
+        Weight of an auxiliary loss in training: a linear read-out of the image embedding
+        must give each metadata field (squared error on the standardised numeric values and
+        on the cosine and sine of the angles' harmonics, cross-entropy on the categories;
+        missing fields skipped). It makes the embedding carry each field along a direction,
+        which is what the linear probes read; the read-out itself is discarded. 0 turns it
+        off.
     holdout
         Fraction of files held out (by file hash) for evaluation.
     held_out
@@ -307,7 +352,11 @@ def train(
         tr_feats = _global_features(net, tr.regions, n_in, dev)
         ho_feats = _global_features(net, ho.regions, n_in, dev)
         rng = np.random.default_rng(seed)
-        opt = torch.optim.AdamW(_param_groups(net, weight_decay), lr=lr, betas=(0.9, 0.98))
+        readout = _Readout(enc, cfg.embed_dim).to(dev)
+        groups = _param_groups(net, weight_decay)
+        if readout_weight > 0:
+            groups[0]["params"] = [*groups[0]["params"], *readout.parameters()]
+        opt = torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.98))
 
         def lr_at(step: int) -> float:
             if step < warm:
@@ -335,6 +384,9 @@ def train(
                 if cfg.loss == "siglip":
                     logits = logits + net.logit_bias
                 batch_loss = loss_fn(logits, pos)
+                if readout_weight > 0:
+                    truth = enc.subset(idx).tensors(dev)  # unperturbed
+                    batch_loss = batch_loss + readout_weight * readout.loss(img, truth)
                 opt.zero_grad(set_to_none=True)
                 batch_loss.backward()
                 opt.step()
@@ -381,6 +433,7 @@ def train(
             "weight_decay": weight_decay,
             "metadata_dropout": metadata_dropout,
             "metadata_noise": metadata_noise,
+            "readout_weight": readout_weight,
             "seed": seed,
             "device": str(dev),
             "seconds": round(time.perf_counter() - t0, 1),
