@@ -378,6 +378,35 @@ def test_particle_cores_darker_than_local_background(invert: float) -> None:
     assert n_checked >= 10
 
 
+def test_debris_is_a_lumpy_clump_not_a_gold_like_disc() -> None:
+    """A gold particle is one dark, filled disc; debris must not be: within the same radius
+    its darkness is patchy (granules with gaps), and its core is lighter than gold's."""
+    cfg = dataclasses.replace(
+        SynthConfig(shape=(512, 512), jpeg_quality_range=None),
+        negative_kinds=("debris",),
+        negative_density_per_um2=150.0,
+    )
+    gold_fill, debris_fill = [], []
+    for s in synth_batch(cfg, 6, seed=21):
+        for tab, out in ((s.particles, gold_fill), (s.negatives, debris_fill)):
+            for row in tab:
+                if row["class_nm"] < 12:
+                    continue
+                r = row["diameter_nm"] / 2 / s.pixel_size_nm
+                got = _crop(s.image, row["x_px"], row["y_px"], int(np.ceil(2.6 * r)) + 2)
+                if got is None:
+                    continue
+                c, rr = got
+                bg = np.median(c[(rr > 1.8 * r) & (rr < 2.5 * r)])
+                inner = c[rr < 0.7 * r]
+                # fraction of the inner disc at least 40 % darker than the surroundings
+                out.append(float(np.mean(inner < 0.6 * bg)))
+    assert len(gold_fill) >= 10 and len(debris_fill) >= 10
+    assert np.median(gold_fill) > 0.9
+    assert np.median(debris_fill) < 0.3
+    assert np.mean(np.asarray(debris_fill) > 0.8) < 0.05  # hardly any debris fills like gold
+
+
 # ---------------------------------------------------------------------------------------------
 # likeness to the real MPFI images
 
