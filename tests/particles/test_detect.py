@@ -154,14 +154,26 @@ def test_adaptive_classes_stay_nominal_without_evidence() -> None:
     assert assign_classes(np.array([7.0, 30.0]), (10,), adaptive=True).tolist() == [10.0, 10.0]
 
 
+def test_dark_disc_reference_keeps_only_isolated_round_large_discs() -> None:
+    from emdig.particles.evaluate import dark_disc_reference
+
+    pts = [(80.0, 80.0, 16.0), (200.0, 90.0, 18.0), (300.0, 200.0, 6.0), (120.0, 250.0, 12.0)]
+    pair = [(250.0, 300.0, 16.0), (250.0 + 16.0 / PX, 300.0, 16.0)]  # touching: not one disc
+    img = (discs((400, 400), pts + pair, noise=3.0) - 60.0).clip(0, 255)  # gold near-black
+    img[340:350, 40:140] = 10  # a dark bar, as long as a particle is wide
+    ref = dark_disc_reference(img, pixel_size_nm=PX)
+    assert len(ref) == 2
+    got = ref[np.argsort(ref[:, 0])]
+    np.testing.assert_allclose(got[:, :2], [(80, 80), (200, 90)], atol=0.5)
+    np.testing.assert_allclose(got[:, 2], [16.0, 18.0], atol=0.8)
+
+
 @pytest.mark.shared_data
 def test_large_gold_of_the_third_label_is_classed_18_nm_in_real_images() -> None:
-    """The MPFI images hold unannotated ~16 nm particles of a third label. Reference: every
-    isolated, round, near-black disc of 14.5-24 nm found by plain thresholding (no model)."""
-    from scipy import ndimage
-    from skimage import measure
-
+    """The MPFI images hold unannotated ~16 nm particles of a third label; every isolated,
+    round, near-black disc of 14.5-24 nm found by plain thresholding (no model) is one."""
     from emdig.models.registry import resolve_model
+    from emdig.particles.evaluate import dark_disc_reference
 
     path = IMMUNOGOLD / "images" / "S7.jpg"
     if not path.is_file():
@@ -169,17 +181,9 @@ def test_large_gold_of_the_third_label_is_classed_18_nm_in_real_images() -> None
     img = np.asarray(Image.open(path).convert("L"))
     model = load_model(resolve_model("particles-default", task="particles")[0])
     pts = detect(img, pixel_size_nm=PX, model=model).points
-    sm = ndimage.gaussian_filter(img[:2048].astype(float), 1.5)
-    bg = ndimage.median_filter(sm[::4, ::4], size=31).repeat(4, 0).repeat(4, 1)
-    ref = [
-        r.centroid
-        for r in measure.regionprops(measure.label(sm < 0.45 * bg))
-        if 14.5 <= r.equivalent_diameter_area * PX <= 24
-        and r.solidity > 0.93
-        and r.eccentricity < 0.75
-    ]
+    ref = dark_disc_reference(img[:2048], pixel_size_nm=PX)
     assert len(ref) >= 20
-    for cy, cx in ref:
+    for cx, cy, _ in ref:
         k = int(np.argmin(np.hypot(pts.x_px - cx, pts.y_px - cy)))
         assert np.hypot(pts.x_px[k] - cx, pts.y_px[k] - cy) < 8
         assert pts.class_nm[k] == 18.0, (cx, cy, pts.diameter_nm[k])

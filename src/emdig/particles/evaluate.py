@@ -24,7 +24,7 @@ from scipy.spatial import cKDTree
 
 from emdig.particles.annotations import Points
 
-__all__ = ["Match", "evaluate", "hull_region_mask", "match_points"]
+__all__ = ["Match", "dark_disc_reference", "evaluate", "hull_region_mask", "match_points"]
 
 FloatArray = npt.NDArray[np.float64]
 IndexArray = npt.NDArray[np.intp]
@@ -527,3 +527,55 @@ def evaluate(
             "margin_px": float(margin_px) if region == "hull" else None,
         },
     }
+
+
+def dark_disc_reference(
+    image: np.ndarray,
+    *,
+    pixel_size_nm: float,
+    diameter_nm: tuple[float, float] = (14.5, 24.0),
+    darkness: float = 0.45,
+) -> FloatArray:
+    """Model-free reference particles: isolated, round, near-black discs found by thresholding.
+
+    A cross-check for a class nobody annotated (the 18 nm label of the MPFI images), not a
+    detector: it misses touching and grey particles on purpose and keeps only the unambiguous.
+    Pixels below ``darkness`` times a smooth local background (median over ~125 px) form
+    regions; a region counts when its area-equivalent diameter lies in ``diameter_nm``, its
+    second moments give an eccentricity under 0.75, and it fills at least 93 % of the ellipse
+    with those moments.
+
+    Parameters
+    ----------
+    image
+        2-D array, gold dark on a lighter replica.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(n, 3)``: ``x_px, y_px, diameter_nm`` per reference disc.
+    """
+    from scipy import ndimage
+
+    px = _check_pixel_size(pixel_size_nm)
+    a = ndimage.gaussian_filter(np.asarray(image, dtype=np.float64), 1.5)
+    step = 4
+    small = ndimage.median_filter(a[::step, ::step], size=31)
+    bg = np.repeat(np.repeat(small, step, 0), step, 1)[: a.shape[0], : a.shape[1]]
+    labels, n = ndimage.label(a < darkness * bg)
+    out = []
+    for k, sl in enumerate(ndimage.find_objects(labels), start=1):
+        if sl is None:
+            continue
+        ys, xs = np.nonzero(labels[sl] == k)
+        area = ys.size
+        d_nm = 2.0 * math.sqrt(area / math.pi) * px
+        if not diameter_nm[0] <= d_nm <= diameter_nm[1]:
+            continue
+        cov = np.cov(np.vstack([xs, ys]).astype(np.float64)) + np.eye(2) / 12.0  # pixel extent
+        lo, hi = np.linalg.eigvalsh(cov)
+        ecc = math.sqrt(max(0.0, 1.0 - lo / hi))
+        fill = area / (4.0 * math.pi * math.sqrt(lo * hi))
+        if ecc < 0.75 and fill >= 0.93:
+            out.append((xs.mean() + sl[1].start, ys.mean() + sl[0].start, d_nm))
+    return np.asarray(out, dtype=np.float64).reshape(-1, 3)
