@@ -562,7 +562,7 @@ def dark_disc_reference(
     step = 4
     small = ndimage.median_filter(a[::step, ::step], size=31)
     bg = np.repeat(np.repeat(small, step, 0), step, 1)[: a.shape[0], : a.shape[1]]
-    labels, n = ndimage.label(a < darkness * bg)
+    labels, _ = ndimage.label(a < darkness * bg)
     out = []
     for k, sl in enumerate(ndimage.find_objects(labels), start=1):
         if sl is None:
