@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--archive", type=Path, default=Path("build/sim-stem"))
     ap.add_argument("--n", type=int, default=7330)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--epochs", type=int, default=30)
+    ap.add_argument("--epochs", type=int, default=40)
     ap.add_argument("--loss", choices=("clip", "siglip"), default="clip")
     ap.add_argument("--out", type=Path, default=Path("build/contrastive"))
     ap.add_argument("--cache", type=Path, default=None, help="default: <out>/cache")

@@ -11,7 +11,10 @@ angles, sampled by a scan with its distortions, and recorded with shot noise:
 - detector and camera length set the collection angles (fixed physical radii, angles as
   ``atan(r / L)``) and hence the contrast: screened-Rutherford (Wentzel) cross-sections into the
   annulus for dark field, out-scattering, annular-bright-field dips and phase contrast for the
-  part of the detector inside the bright-field disk;
+  part of the detector inside the bright-field disk; a low-angle ADF detector (inner angle
+  within ~3 α) also collects coherent scattering: bend contours of a foil, the Bragg
+  excitation of particles, boundary strain and the speckle of amorphous matter, which HAADF
+  does not see;
 - dwell time and beam current set the dose (``I t / e`` electrons per pixel) and so the shot noise;
   dwell also sets the frame time (drift shear), the mains-interference period in lines, the
   fly-back distortion width and the amplifier streaking; current also sets the source size;
@@ -71,6 +74,7 @@ _C = 299792458.0  # m/s
 _A0_NM = 0.0529177210903  # Bohr radius
 _COL_AREA_NM2 = math.pi * 0.04**2  # area a channelling column scatters from
 _N_SLICES = 5
+_SPECKLE = 0.5  # relative speckle of amorphous matter's low-angle scattering (c_diff = 1)
 _CHANNEL_SPREAD = 0.25  # probe spread in a channelling crystal / geometric spread
 # projected-potential phase per atom, rad nm^2 at 200 kV, over Z^0.55: σ ∫V dA with
 # σ = 7.29e-3 rad/(V nm) and ∫V dA = 0.479 V nm^2 per Å of f_e(0) ≈ 0.75 Z^0.55 Å
@@ -701,6 +705,8 @@ class _Scene:
     part_b: list[np.ndarray] = field(default_factory=list)
     density: dict[int, np.ndarray] = field(default_factory=dict)
     strain: np.ndarray | None = None  # extra low-angle (diffraction) scattering fraction
+    # medium-range order of amorphous matter: unit-variance speckle of its low-angle scattering
+    speckle: np.ndarray | None = None
 
     def add_density(self, z: int, rho: np.ndarray) -> None:
         if z in self.density:
@@ -807,6 +813,11 @@ def _build_scene(
             k = zs.count(z)
             # random (Poisson) atom positions binned to pixels: an amorphous film
             sc.add_density(z, rng.poisson(per_z * k).astype(np.float64) / px2)
+        if sc.speckle is None:
+            # the diffuse rings of amorphous matter (d ~ 0.2-0.4 nm) fall inside a low-angle
+            # ADF detector: coherent interference from medium-range order makes a speckle on
+            # the scale of the probe; beyond ~3 α (HAADF) the scattering is incoherent
+            sc.speckle = _smooth_field(rng, size, max(0.1 / px, 0.5))
 
     if spec.kind in ("crystal", "bicrystal", "2d"):
         assert spec.lattice is not None
@@ -892,8 +903,12 @@ def _build_scene(
                 d = np.stack([xx[y0:y1, x0:x1] - c[0], yy[y0:y1, x0:x1] - c[1]], -1) @ binv.T
                 t = 2 * np.sqrt(np.clip(r * r - (d**2).sum(-1), 0, None))
                 full = np.zeros((size, size))
-                full[y0:y1, x0:x1] = t * rho_at * b
+                full[y0:y1, x0:x1] = t * rho_at
                 sc.add_density(spec.z_main, full)
+                # its Bragg excitation shows at low angles only (diffraction contrast in ADF)
+                if sc.strain is None:
+                    sc.strain = np.zeros((size, size))
+                sc.strain[y0:y1, x0:x1] += 0.3 * (b - 1) * t / (2 * r)
     elif spec.kind == "amorphous":
         support(spec.support_z, spec.support_density, p.thickness_nm, holes=spec.z_main == 0)
         if spec.z_main:
@@ -1082,6 +1097,8 @@ def _signal(p: StemParams, inst: Instrument, sc: _Scene, size: int) -> np.ndarra
                 extra += 1 - np.exp(-tau)
                 if sc.strain is not None:
                     extra += c_diff * sc.strain
+                if sc.speckle is not None:
+                    extra += c_diff * _SPECKLE * (1 - np.exp(-tau)) * sc.speckle
             elif kind == "out":
                 tau = sum(sig_out[z] * r for z, r in sc.density.items())
                 extra += 1 - np.exp(-tau)
