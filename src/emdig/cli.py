@@ -524,8 +524,19 @@ def particles_train(
         float, typer.Option(min=0.0, max=0.5, help="Synthetic images held out for validation.")
     ] = 0.15,
     seed: Annotated[int, typer.Option()] = 0,
+    verifier: Annotated[
+        bool,
+        typer.Option(
+            help="Train the full-resolution verifier that rejects look-alikes (after the heat map)."
+        ),
+    ] = True,
+    verifier_steps: Annotated[int, typer.Option(min=1)] = 1000,
 ) -> None:
-    """Train or fine-tune a particle model on synthetic and/or annotated images."""
+    """Train or fine-tune a particle model on synthetic and/or annotated images.
+
+    The heat-map network is trained first; then (unless --no-verifier) the verifier, on the
+    heat map's own candidates in the same annotated and synthetic images.
+    """
     from .io import read
     from .models.registry import resolve_model
     from .particles.annotations import read_annotations
@@ -540,9 +551,9 @@ def particles_train(
             base = load_model(weights, sha256=sha)
         config = base.config if base is not None else ModelConfig()
         samples = []
+        imgs: dict[str, tuple[Any, float]] = {}
         if annotations is not None:
             pts = read_annotations(annotations, pixel_size_nm=pixel_size_nm)
-            imgs = {}
             for p in images or []:
                 found = read(p)
                 if not found:
@@ -587,7 +598,7 @@ def particles_train(
         progress.update(task, completed=step, info=f"loss {losses['loss']:.3f}")
 
     with progress:
-        _, history = train(
+        model, history = train(
             samples,
             config=config,
             init=base,
@@ -599,6 +610,23 @@ def particles_train(
             progress=on_step,
             lr=5e-4 if base is not None else 2e-3,
         )
+        if verifier:
+            from .particles.model import add_verifier, save_model
+            from .particles.verify import annotated_items, synthetic_items, train_verifier
+
+            model = add_verifier(model)
+            items = annotated_items(pts, imgs) if imgs else []
+            items += synthetic_items(synthetic - n_val, seed=seed) if synthetic else []
+            vtask = progress.add_task("verifier", total=verifier_steps, info="")
+
+            def on_vstep(step: int, total: int, losses: dict[str, float]) -> None:
+                progress.update(vtask, completed=step, info=f"loss {losses['loss']:.3f}")
+
+            try:
+                train_verifier(model, items, steps=verifier_steps, seed=seed, progress=on_vstep)
+            except ValueError as e:
+                raise _fail(EmdigError(f"{e}; pass --no-verifier", path=output)) from None
+            save_model(model, output)
     last = history[-1]
     out.print(
         f"saved [bold]{output / 'model.safetensors'}[/] (+ model.json); last: "

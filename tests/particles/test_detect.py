@@ -345,11 +345,34 @@ def test_cli_train_from_annotations_and_synthetic(tmp_path: Path) -> None:
             "4",
             "--init",
             "none",
+            "--no-verifier",
         ],
     )
     assert r.exit_code == 0, r.output
     model = load_model(tmp_path / "m" / "model.safetensors")
     assert model.config.trained_on["samples"] == 2 and model.config.trained_on["steps"] == 4
+    assert model.verifier is None
+
+
+def test_cli_fine_tune_trains_the_verifier_too(tmp_path: Path) -> None:
+    s = synthesize(SynthConfig(shape=(384, 384)), seed=12)
+    img = _tif(tmp_path / "real.tif", s.image, PX)
+    synthetic_truth(s.particles, image="real.tif").to_csv(tmp_path / "ann.csv")
+    args = ["particles", "train", "--out", str(tmp_path / "m"), "--annotations",
+            str(tmp_path / "ann.csv"), "--image", str(img), "--synthetic", "2",
+            "--val-fraction", "0.5", "--steps", "3", "--verifier-steps", "5"]  # fmt: skip
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 0, r.output
+    model = load_model(tmp_path / "m" / "model.safetensors")
+    shipped = load_model(
+        Path(__file__).parents[2] / "src/emdig/models/particles-default.safetensors"
+    )
+    assert model.verifier is not None and shipped.verifier is not None
+    changed = [
+        not torch.equal(a, b)
+        for a, b in zip(model.verifier.parameters(), shipped.verifier.parameters(), strict=True)
+    ]
+    assert any(changed)  # fine-tuned from the shipped verifier, not left as it was
 
 
 def test_banded_detection_matches_one_pass(

@@ -80,20 +80,41 @@ def _levels(a: np.ndarray, region: np.ndarray) -> tuple[float, float]:
 
 
 def _candidates(
-    a: np.ndarray, pixel_size_nm: float, model: ParticleNet, lo: float, hi: float, thr: float
+    a: np.ndarray,
+    pixel_size_nm: float,
+    model: ParticleNet,
+    lo: float,
+    hi: float,
+    thr: float,
+    *,
+    verify_: bool = True,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Peaks of one image (or band): x, y in its pixels, score, and the network's diameter."""
+    """Detections of one image (or band): x, y in its pixels, score, and the network's diameter.
+
+    Without a verifier the score is the heat-map peak and ``thr`` applies to it. With one,
+    peaks above the verifier's ``candidate_threshold`` are candidates, the score is the
+    verifier's probability and ``thr`` applies to that (``verify_=False``: the candidates,
+    scored by the heat map, with ``thr`` as the heat-map threshold).
+    """
     img01 = ((np.asarray(a, dtype=np.float32) - np.float32(lo)) / np.float32(hi - lo)).astype(
         np.float32, copy=False
     )
     scale = pixel_size_nm / model.config.pixel_size_nm
     small = _resample(torch.from_numpy(img01)[None, None], scale)[0, 0].numpy()
-    del img01
+    verifier = model.verifier if verify_ else None
     heat, dmap = predict_maps(model, small)
-    fx, fy, score = _peaks(heat, thr)
+    del small
+    fx, fy, score = _peaks(heat, verifier.config.candidate_threshold if verifier else thr)
     guess = np.clip(dmap[np.round(fy).astype(int), np.round(fx).astype(int)], 2.0, 60.0)
     # back to original pixels: model pixel centres map through the resampling geometry
-    return (fx + 0.5) / scale - 0.5, (fy + 0.5) / scale - 0.5, score, guess
+    x, y = (fx + 0.5) / scale - 0.5, (fy + 0.5) / scale - 0.5
+    if verifier is not None:
+        from .verify import verify
+
+        score = verify(verifier, img01, x, y, score, guess, pixel_size_nm=pixel_size_nm)
+        ok = score >= thr
+        x, y, score, guess = x[ok], y[ok], score[ok], guess[ok]
+    return x, y, score, guess
 
 
 def normalise(image: np.ndarray, region: np.ndarray | None = None) -> np.ndarray:

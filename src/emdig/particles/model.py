@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, cast
 
@@ -20,8 +20,19 @@ from torch.nn import functional as F
 
 from ..errors import ModelError
 from ..models.registry import load_weights
+from .verify import VerifierConfig, VerifierNet
 
-__all__ = ["ModelConfig", "ParticleNet", "load_model", "save_model"]
+__all__ = [
+    "VERIFIER_MARGIN",
+    "ModelConfig",
+    "ParticleNet",
+    "add_verifier",
+    "load_model",
+    "save_model",
+]
+
+#: Pixels around each verifier patch kept in training, for random shifts.
+VERIFIER_MARGIN = 2
 
 
 @dataclass(frozen=True)
@@ -41,7 +52,12 @@ class ModelConfig:
     heatmap_sigma
         Width of the centre Gaussians used in training, as a fraction of the radius.
     threshold
-        Default peak probability for a detection, chosen on validation data by the recipe.
+        Default score a detection needs, chosen on validation data by the recipe: the
+        verifier's probability when the model has one, else the heat-map peak's.
+    verifier
+        Settings of the full-resolution candidate verifier
+        (:class:`~emdig.particles.verify.VerifierConfig` as a dict), or None for a model
+        that scores detections by the heat map alone.
     normalisation
         ``"percentile"``: each image scaled so its 1st and 99th percentiles map to 0 and 1.
     """
@@ -54,6 +70,7 @@ class ModelConfig:
     heatmap_sigma: float = 0.35
     normalisation: str = "percentile"
     threshold: float = 0.5
+    verifier: dict[str, Any] | None = None
     trained_on: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> str:
@@ -117,6 +134,9 @@ class ParticleNet(nn.Module):
         with torch.no_grad():  # start with a low prior of "centre here" (focal-loss practice)
             bias[0] = -4.0
             bias[1] = 10.0
+        self.verifier: VerifierNet | None = None
+        if config.verifier is not None:
+            self.verifier = VerifierNet(VerifierConfig.from_dict(config.verifier))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         skips = []
@@ -198,6 +218,18 @@ class _InferenceNet(nn.Module):
             x = F.relu_(F.conv2d(t, wa, b1, padding=1) + F.conv2d(skip, wb, padding=1))
             x = F.relu_(F.conv2d(x, w2, b2, padding=1))
         return F.conv2d(x, self.head[0], self.head[1]).contiguous()
+
+
+def add_verifier(model: ParticleNet, config: VerifierConfig | None = None) -> ParticleNet:
+    """A copy of ``model`` (same heat-map weights) with a new, untrained verifier; a model that
+    already has one keeps it (and its weights) unless ``config`` is given."""
+    if model.verifier is not None and config is None:
+        return model
+    cfg = replace(model.config, verifier=(config or VerifierConfig()).to_dict())
+    out = ParticleNet(cfg)
+    heat = {k: v for k, v in model.state_dict().items() if not k.startswith("verifier.")}
+    out.load_state_dict(heat, strict=False)
+    return out.eval()
 
 
 def save_model(model: ParticleNet, directory: str | Path, *, name: str = "model") -> Path:
