@@ -344,3 +344,37 @@ def test_readout_loss_matches_hand_computation() -> None:
     logp = logits - math.log(np.exp(logits).sum())
     want += -(logp[1] + logp[2]) / 2
     assert got == pytest.approx(want, rel=1e-5)
+
+
+def test_metadata_neighbours_are_the_nearest_distinct_records() -> None:
+    from emdig.contrastive.config import FieldSpec
+    from emdig.contrastive.encoding import encode_metadata
+    from emdig.contrastive.train import _batches, metadata_neighbours
+
+    specs = fit_fields(
+        (FieldSpec("magnification", log=True), FieldSpec("detector", "categorical")),
+        recs := [
+            {"magnification": m, "detector": d}
+            for d in ("HAADF", "BF")
+            for m in (1e5, 2e5, 4e5, 8e5, 8e5)
+        ],
+    )
+    enc = encode_metadata(recs, specs)
+    nb = metadata_neighbours(enc, 2)
+    # record 2 (HAADF, 4e5): its nearest distinct records are 2e5 and 8e5 of the same detector
+    assert sorted(nb[2].tolist()) in ([1, 3], [1, 4])
+    # identical records (3 and 4) are never each other's negatives; categories come last
+    assert 4 not in nb[3] and 3 not in nb[4]
+    assert all(recs[j]["detector"] == recs[i]["detector"] for i in range(10) for j in nb[i])
+    rng = np.random.default_rng(0)
+    batches = _batches(10, 2, rng, nb, 0.5)
+    assert len(batches) == 2 and all(len(np.unique(b)) == len(b) <= 5 for b in batches)
+    plain = _batches(10, 2, np.random.default_rng(0), None, 0.5)
+    assert sorted(np.concatenate(plain).tolist()) == list(range(10))
+
+
+def test_hard_negative_training_runs_and_is_recorded() -> None:
+    ms = lattice_micrographs(24, seed=3)
+    res = train(ms, config=TINY, epochs=2, batch_size=8, hard_negatives=0.5, seed=0)
+    assert res.model.config.trained_on["hard_negatives"] == 0.5
+    assert math.isfinite(res.history[-1]["loss"])

@@ -41,7 +41,7 @@ from .encoders import N_STATS, ContrastiveModel, ContrastiveNet, center_crop
 from .encoding import EncodedMetadata, encode_metadata, fit_fields, metadata_keys
 from .evaluate import evaluate, fit_probes, retrieval_metrics
 
-__all__ = ["TrainResult", "clip_loss", "siglip_loss", "train"]
+__all__ = ["TrainResult", "clip_loss", "metadata_neighbours", "siglip_loss", "train"]
 
 log = logging.getLogger(__name__)
 
@@ -242,6 +242,52 @@ class _Readout(nn.Module):
 _READOUT_HARMONICS = (1, 2, 4, 6)
 
 
+def metadata_neighbours(enc: EncodedMetadata, k: int, *, block: int = 2048) -> np.ndarray:
+    """``(N, k)`` indices of each record's ``k`` nearest other records in encoded-metadata
+    space (standardised numeric values, angle cosines and sines, one-hot categories; a missing
+    value counts as its own value). Records identical to the query are passed over: they are
+    positives, not negatives."""
+    parts = [np.where(enc.numeric_mask, enc.numeric, 0.0), enc.numeric_mask * 1.0]
+    parts += [np.where(enc.angle_mask, np.cos(enc.angle), 0.0),
+              np.where(enc.angle_mask, np.sin(enc.angle), 0.0)]  # fmt: skip
+    for j in range(enc.categorical.shape[1]):
+        codes = np.where(enc.categorical_mask[:, j], enc.categorical[:, j] + 1, 0)
+        parts.append(2.0 * np.eye(int(codes.max()) + 1)[codes])  # a category change: far
+    v = np.concatenate(parts, axis=1).astype(np.float32)
+    n = len(v)
+    k = max(0, min(k, n - 1))
+    out = np.zeros((n, k), np.int64)
+    sq = (v * v).sum(1)
+    for i in range(0, n, block):
+        d = sq[i : i + block, None] + sq[None, :] - 2.0 * v[i : i + block] @ v.T
+        d[d < 1e-6] = np.inf  # itself, and records identical to it
+        out[i : i + block] = np.argsort(d, axis=1, kind="stable")[:, :k]
+    return out
+
+
+def _batches(
+    n: int,
+    n_batches: int,
+    rng: np.random.Generator,
+    neighbours: np.ndarray | None,
+    share: float,
+) -> list[np.ndarray]:
+    """One epoch of batches. With ``neighbours``, a ``share`` of each batch is drawn from the
+    metadata neighbours of the others (images of one session that differ only in
+    magnification or dwell time): the hard negatives that retrieval must tell apart."""
+    perm = rng.permutation(n)
+    if neighbours is None or share <= 0 or neighbours.shape[1] == 0:
+        return list(np.array_split(perm, n_batches))
+    size = math.ceil(n / n_batches)
+    m = max(1, round(size * (1 - share)))  # anchors per batch; the rest are their neighbours
+    out = []
+    for anchors in np.array_split(perm[: m * n_batches], n_batches):
+        pick = anchors[rng.integers(0, len(anchors), size=size - len(anchors))]
+        extra = neighbours[pick, rng.integers(0, neighbours.shape[1], size=len(pick))]
+        out.append(rng.permutation(np.unique(np.concatenate([anchors, extra]))))
+    return out
+
+
 def train(
     data: ContrastiveDataset | Sequence[Micrograph],
     *,
@@ -254,6 +300,7 @@ def train(
     metadata_dropout: float = 0.05,
     metadata_noise: float = 0.05,
     readout_weight: float = 0.5,
+    hard_negatives: float = 0.0,
     holdout: float = 0.1,
     held_out: ContrastiveDataset | None = None,
     seed: int = 0,
@@ -290,6 +337,11 @@ def train(
         missing fields skipped). It makes the embedding carry each field along a direction,
         which is what the linear probes read; the read-out itself is discarded. 0 turns it
         off.
+    hard_negatives
+        Share of each batch drawn from the metadata neighbours of the rest of the batch
+        (:func:`metadata_neighbours`, 8 per record): same-session images that differ only in
+        magnification or dwell time, which a random batch rarely holds together but retrieval
+        has to tell apart. 0 draws batches at random.
     holdout
         Fraction of files held out (by file hash) for evaluation.
     held_out
@@ -363,12 +415,12 @@ def train(
                 return lr * (step + 1) / warm
             return lr * 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, total - warm)))
 
+        neighbours = metadata_neighbours(enc, 8) if hard_negatives > 0 else None
         step = 0
         for epoch in range(1, epochs + 1):
             net.train()
-            perm = rng.permutation(len(tr))
             losses = []
-            for idx in np.array_split(perm, n_batches):
+            for idx in _batches(len(tr), n_batches, rng, neighbours, hard_negatives):
                 if len(idx) < 2:
                     continue
                 for g in opt.param_groups:
@@ -434,6 +486,7 @@ def train(
             "metadata_dropout": metadata_dropout,
             "metadata_noise": metadata_noise,
             "readout_weight": readout_weight,
+            "hard_negatives": hard_negatives,
             "seed": seed,
             "device": str(dev),
             "seconds": round(time.perf_counter() - t0, 1),
