@@ -14,7 +14,10 @@ Two stages, both deterministic under their seeds:
    400 fresh synthetic images with their labelled look-alikes. The detection threshold (on
    the verifier's probability) is then chosen as the one with the best mean of two F1s: on
    the real images the model was trained on (never on an excluded one) and on 16 synthetic
-   validation images (a seed no benchmark uses). ``calibrate`` does only this step.
+   validation images (a seed no benchmark uses). ``verifier`` does only the verifier and
+   threshold steps on a fine-tuned model (replacing its verifier with a fresh one from the same
+   seed, so ``finetune`` and ``finetune`` + ``verifier`` give the same model); ``calibrate``
+   only the threshold.
 
 Usage::
 
@@ -44,7 +47,7 @@ from emdig.particles.masks import hull_mask
 from emdig.particles.model import ModelConfig, add_verifier, load_model, save_model
 from emdig.particles.synth import SynthConfig, synth_batch
 from emdig.particles.train import TrainSample, make_sample, synthetic_samples, train
-from emdig.particles.verify import VerifierItem, synthetic_items, train_verifier
+from emdig.particles.verify import VerifierConfig, VerifierItem, synthetic_items, train_verifier
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "immunogold"
 PIXEL_NM = 0.5587
@@ -180,10 +183,38 @@ def synthetic_validation(raw: list, threshold: float | None = None) -> callable:
     return validate
 
 
+def fit_verifier(model, args, val_raw: list, progress) -> object:  # type: ignore[no-untyped-def]
+    """Stage 2b: a fresh verifier (seeded) trained on the heat map's candidates in the real
+    images (a quarter of the draws; never an excluded image) and in 400 synthetic ones, then
+    the detection threshold chosen on its probability."""
+    model = add_verifier(model, VerifierConfig(), seed=args.seed)
+    items = verifier_real_items(set(args.exclude))
+    synth_items = synthetic_items(args.verifier_synthetic, seed=args.seed + 30_000)
+    w_real = 0.25 / 0.75 * len(synth_items) / max(1, len(items))
+    vinfo = train_verifier(
+        model,
+        items + synth_items,
+        weights=[w_real] * len(items) + [1.0] * len(synth_items),
+        steps=args.verifier_steps,
+        seed=args.seed,
+        progress=progress,
+    )
+    print(f"verifier: {json.dumps(vinfo)}")
+    threshold, scores = choose_threshold_joint(model, set(args.exclude), val_raw)
+    print(f"F1 by threshold: {json.dumps(scores)}")
+    model.config = replace(
+        model.config,
+        threshold=threshold,
+        tile=ModelConfig().tile,
+        trained_on={**model.config.trained_on, "verifier": vinfo},
+    )
+    return model
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("stage", choices=["base", "finetune", "calibrate"])
-    ap.add_argument("--model", type=Path, help="calibrate: the model whose threshold to set")
+    ap.add_argument("stage", choices=["base", "finetune", "verifier", "calibrate"])
+    ap.add_argument("--model", type=Path, help="verifier, calibrate: the fine-tuned model")
     ap.add_argument("--out", type=Path)
     ap.add_argument("--name", default="model")
     ap.add_argument("--init", type=Path)
@@ -203,7 +234,13 @@ def main() -> int:
                 flush=True,
             )
 
-    if args.stage == "calibrate":  # re-choose the threshold of a fine-tuned model, weights as is
+    if args.stage == "verifier":  # a fresh verifier on a fine-tuned model, then its threshold
+        model = load_model(args.model)
+        val_raw = synthetic_validation_images(16, args.seed + 10_000)
+        model = fit_verifier(model, args, val_raw, progress)
+        save_model(model, args.model.parent, name=args.model.stem)
+        history = []
+    elif args.stage == "calibrate":  # re-choose the threshold of a fine-tuned model
         model = load_model(args.model)
         val_raw = synthetic_validation_images(16, args.seed + 10_000)
         threshold, scores = choose_threshold_joint(model, set(args.exclude), val_raw)
@@ -247,28 +284,7 @@ def main() -> int:
             every=300,
             progress=progress,
         )
-        model = add_verifier(model)
-        items = verifier_real_items(set(args.exclude))
-        synth_items = synthetic_items(args.verifier_synthetic, seed=args.seed + 30_000)
-        # the real images' candidates are drawn a quarter of the time, the synthetic ones the rest
-        w_real = 0.25 / 0.75 * len(synth_items) / max(1, len(items))
-        vinfo = train_verifier(
-            model,
-            items + synth_items,
-            weights=[w_real] * len(items) + [1.0] * len(synth_items),
-            steps=args.verifier_steps,
-            seed=args.seed,
-            progress=progress,
-        )
-        print(f"verifier: {json.dumps(vinfo)}")
-        threshold, scores = choose_threshold_joint(model, set(args.exclude), val_raw)
-        print(f"F1 by threshold: {json.dumps(scores)}")
-        model.config = replace(
-            model.config,
-            threshold=threshold,
-            tile=ModelConfig().tile,
-            trained_on={**model.config.trained_on, "verifier": vinfo},
-        )
+        model = fit_verifier(model, args, val_raw, progress)
         save_model(model, args.out, name=args.name)
     print(f"detection threshold: {model.config.threshold}")
     print(json.dumps({"seconds": round(time.perf_counter() - t0, 1), "history": history}, indent=1))

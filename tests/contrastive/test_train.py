@@ -373,8 +373,13 @@ def test_metadata_neighbours_are_the_nearest_distinct_records() -> None:
     assert sorted(np.concatenate(plain).tolist()) == list(range(10))
 
 
-def test_hard_negative_training_runs_and_is_recorded() -> None:
+def test_hard_negatives_and_feature_noise_are_used_and_recorded() -> None:
     ms = lattice_micrographs(24, seed=3)
-    res = train(ms, config=TINY, epochs=2, batch_size=8, hard_negatives=0.5, seed=0)
+    kw = {"config": TINY, "epochs": 2, "batch_size": 8, "seed": 0, "device": "cpu"}
+    plain = train(ms, **kw)
+    res = train(ms, hard_negatives=0.5, feature_noise=0.2, **kw)
     assert res.model.config.trained_on["hard_negatives"] == 0.5
+    assert res.model.config.trained_on["feature_noise"] == 0.2
     assert math.isfinite(res.history[-1]["loss"])
+    # other batches and jittered features: another model from the same seed
+    assert res.history[-1]["loss"] != plain.history[-1]["loss"]

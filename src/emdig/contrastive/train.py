@@ -301,6 +301,7 @@ def train(
     metadata_noise: float = 0.05,
     readout_weight: float = 0.5,
     hard_negatives: float = 0.0,
+    feature_noise: float = 0.0,
     holdout: float = 0.1,
     held_out: ContrastiveDataset | None = None,
     seed: int = 0,
@@ -342,6 +343,10 @@ def train(
         (:func:`metadata_neighbours`, 8 per record): same-session images that differ only in
         magnification or dwell time, which a random batch rarely holds together but retrieval
         has to tell apart. 0 draws batches at random.
+    feature_noise
+        In training, Gaussian jitter (in units of each feature's spread over the training
+        split) added to the fixed spectrum and texture features, which are otherwise identical
+        in every epoch and so easy to memorise; the CNN's crops move, these do not.
     holdout
         Fraction of files held out (by file hash) for evaluation.
     held_out
@@ -416,6 +421,7 @@ def train(
             return lr * 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, total - warm)))
 
         neighbours = metadata_neighbours(enc, 8) if hard_negatives > 0 else None
+        feat_sd = tr_feats.std(dim=0, keepdim=True) if len(tr_feats) > 1 else None
         step = 0
         for epoch in range(1, epochs + 1):
             net.train()
@@ -430,7 +436,10 @@ def train(
                 m = _perturb(enc.subset(idx), rng, metadata_dropout, metadata_noise).tensors(dev)
                 kid = torch.from_numpy(key_ids[idx]).to(dev)
                 pos = kid[:, None] == kid[None, :]
-                img = net.encode_image(x, features=tr_feats[torch.from_numpy(idx).to(dev)])
+                feats = tr_feats[torch.from_numpy(idx).to(dev)]
+                if feature_noise > 0 and feat_sd is not None:
+                    feats = feats + feature_noise * feat_sd * torch.randn_like(feats)
+                img = net.encode_image(x, features=feats)
                 meta = net.encode_metadata(m)
                 logits = net.logit_scale.exp() * img @ meta.T
                 if cfg.loss == "siglip":
@@ -487,6 +496,7 @@ def train(
             "metadata_noise": metadata_noise,
             "readout_weight": readout_weight,
             "hard_negatives": hard_negatives,
+            "feature_noise": feature_noise,
             "seed": seed,
             "device": str(dev),
             "seconds": round(time.perf_counter() - t0, 1),

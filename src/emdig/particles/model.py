@@ -220,13 +220,18 @@ class _InferenceNet(nn.Module):
         return F.conv2d(x, self.head[0], self.head[1]).contiguous()
 
 
-def add_verifier(model: ParticleNet, config: VerifierConfig | None = None) -> ParticleNet:
-    """A copy of ``model`` (same heat-map weights) with a new, untrained verifier; a model that
-    already has one keeps it (and its weights) unless ``config`` is given."""
+def add_verifier(
+    model: ParticleNet, config: VerifierConfig | None = None, *, seed: int = 0
+) -> ParticleNet:
+    """A copy of ``model`` (same heat-map weights) with a new, untrained verifier initialised
+    from ``seed``; a model that already has one keeps it (and its weights) unless ``config``
+    is given."""
     if model.verifier is not None and config is None:
         return model
     cfg = replace(model.config, verifier=(config or VerifierConfig()).to_dict())
-    out = ParticleNet(cfg)
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        out = ParticleNet(cfg)
     heat = {k: v for k, v in model.state_dict().items() if not k.startswith("verifier.")}
     out.load_state_dict(heat, strict=False)
     return out.eval()

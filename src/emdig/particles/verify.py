@@ -310,12 +310,14 @@ def _item_candidates(
     from .detect import _candidates, _levels, _suppress_close, info_strip_rows
 
     a = np.asarray(item.image)
-    region = np.ones(a.shape, bool) if item.region is None else np.asarray(item.region, bool)
-    region = region.copy()
+    analysed = np.ones(a.shape, bool)
     strip = info_strip_rows(a[-min(a.shape[0], 2048) :])
     if strip:
-        region[-strip:] = False
-    lo, hi = _levels(a, region)
+        analysed[-strip:] = False
+    # the grey levels of the whole analysed image, as detect() sets them; the annotated
+    # region only decides which candidates can be labelled
+    lo, hi = _levels(a, analysed)
+    region = analysed if item.region is None else analysed & np.asarray(item.region, bool)
     vcfg = model.verifier.config
     x, y, score, guess = _candidates(
         a, item.pixel_size_nm, model, lo, hi, vcfg.candidate_threshold, verify_=False
