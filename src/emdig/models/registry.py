@@ -36,7 +36,7 @@ class ModelEntry:
 MODELS: dict[str, ModelEntry] = {
     "particles-default": ModelEntry(
         file="particles-default.safetensors",
-        sha256="19a04eee50d13072e3e915a8f7ce5b76ddda9a71051cb49d386b35c337ebe486",
+        sha256="f954cbaae5678c88c218ae78d6e2bca8fd46f6e9eaa62b380586df6cfb55c59b",
         task="particles",
         pixel_size_nm=1.1174,
         normalisation="percentile",
