@@ -187,10 +187,16 @@ def fit_verifier(model, args, val_raw: list, progress) -> object:  # type: ignor
     """Stage 2b: a fresh verifier (seeded) trained on the heat map's candidates in the real
     images (a quarter of the draws; never an excluded image) and in 400 synthetic ones, then
     the detection threshold chosen on its probability."""
-    model = add_verifier(model, VerifierConfig(), seed=args.seed)
+    vcfg = VerifierConfig(context=not args.verifier_no_context)
+    model = add_verifier(model, vcfg, seed=args.seed)
     items = verifier_real_items(set(args.exclude))
-    synth_items = synthetic_items(args.verifier_synthetic, seed=args.seed + 30_000)
-    w_real = 0.25 / 0.75 * len(synth_items) / max(1, len(items))
+    synth_items = synthetic_items(
+        args.verifier_synthetic,
+        seed=args.seed + 30_000,
+        config=SynthConfig(shape=(512, 512), gold_imp_fraction=args.verifier_gold_imp),
+    )
+    share = args.verifier_real_share
+    w_real = share / (1.0 - share) * len(synth_items) / max(1, len(items))
     vinfo = train_verifier(
         model,
         items + synth_items,
@@ -224,6 +230,9 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--verifier-synthetic", type=int, default=400)
     ap.add_argument("--verifier-steps", type=int, default=2000)
+    ap.add_argument("--verifier-real-share", type=float, default=0.25)
+    ap.add_argument("--verifier-no-context", action="store_true")
+    ap.add_argument("--verifier-gold-imp", type=float, default=0.4)
     args = ap.parse_args()
     t0 = time.perf_counter()
 

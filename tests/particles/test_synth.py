@@ -181,6 +181,7 @@ def test_batch_is_deterministic_and_each_image_reproducible() -> None:
         {"size_weights": (1.0, 1.0)},
         {"sizes_nm": (6.0, 6.0, 12.0)},
         {"clustered_fraction": 1.5},
+        {"gold_imp_fraction": -0.1},
         {"negative_kinds": ("pit", "ghost")},
         {"blur_nm_range": (1.0, 0.5)},
         {"jpeg_quality_range": (0, 90)},
@@ -376,6 +377,30 @@ def test_particle_cores_darker_than_local_background(invert: float) -> None:
                 assert core < bg - margin
             n_checked += 1
     assert n_checked >= 10
+
+
+def test_gold_imp_fraction_puts_bright_crescents_beside_gold_and_nothing_else() -> None:
+    base = SynthConfig(shape=(384, 384), particle_density_per_um2=300.0, negative_kinds=())
+    with_imps = dataclasses.replace(base, gold_imp_fraction=1.0)
+    # off by default: the images are those of the generator without the option, bit for bit
+    assert np.array_equal(
+        synthesize(base, seed=4).image,
+        synthesize(dataclasses.replace(base, gold_imp_fraction=0.0), seed=4).image,
+    )
+    ring = {0.0: [], 1.0: []}
+    for frac, cfg in ((0.0, base), (1.0, with_imps)):
+        for seed in range(6):
+            s = synthesize(cfg, seed=seed)
+            for row in s.particles:
+                r = row["diameter_nm"] / 2 / s.pixel_size_nm
+                got = _crop(s.image, row["x_px"], row["y_px"], int(np.ceil(r + 14)))
+                if got is None:
+                    continue
+                c, rr = got
+                ann = c[(rr > r + 1) & (rr < r + 10)]
+                ring[frac].append(np.percentile(ann, 95) - np.median(c[rr > r + 11]))
+    # the brightest pixels right beside the gold: the abutting IMPs' crescents
+    assert np.median(ring[1.0]) > np.median(ring[0.0]) + 8
 
 
 def test_debris_is_a_lumpy_clump_not_a_gold_like_disc() -> None:

@@ -15,9 +15,12 @@ from emdig.particles.model import ModelConfig, ParticleNet, add_verifier, load_m
 from emdig.particles.verify import (
     VerifierConfig,
     VerifierItem,
+    VerifierNet,
     extract_patches,
+    extras,
     label_candidates,
     train_verifier,
+    verify,
 )
 
 PX = 0.5587
@@ -92,6 +95,38 @@ def test_config_round_trip_and_missing_verifier_weights(tmp_path: Path) -> None:
     (tmp_path / "nov.safetensors").write_bytes(w.read_bytes())
     with pytest.raises(ModelError, match="weights do not fit the config"):
         load_model(tmp_path / "nov.safetensors")
+
+
+def test_configs_written_before_heat_input_and_tta_keep_their_behaviour() -> None:
+    old = VerifierConfig.from_dict({"pixel_size_nm": PX, "patch": 48, "widths": [8, 16, 32]})
+    assert old.heat_input and not old.tta
+    new = VerifierConfig()
+    assert not new.heat_input and new.tta
+    assert VerifierConfig.from_dict(new.to_dict()) == new
+    ex = extras(np.array([0.2, 0.9]), np.array([6.0, 12.0]), heat_input=False)
+    assert (ex[:, 0] == 0).all() and ex[1, 1] > ex[0, 1]
+    assert extras(np.array([0.2, 0.9]), np.array([6.0, 6.0]))[1, 0] > 0
+
+
+def test_tta_makes_the_score_independent_of_image_orientation() -> None:
+    import torch
+
+    rng = np.random.default_rng(3)
+    img = rng.random((96, 96)).astype(np.float32)
+    x, y = np.array([30.0, 61.0]), np.array([40.0, 52.0])
+    sc, g = np.array([0.5, 0.5]), np.array([6.0, 6.0])
+    got = {}
+    for tta in (False, True):
+        torch.manual_seed(0)
+        net = VerifierNet(VerifierConfig(patch=32, widths=(4, 8, 8), tta=tta))
+        with torch.no_grad():  # livelier than a fresh init: outputs that depend on the input
+            for prm in net.parameters():
+                prm.mul_(2.0)
+        a = verify(net, img, x, y, sc, g, pixel_size_nm=PX)
+        # the same image turned a quarter (counter-clockwise): (x, y) -> (y, 95 - x)
+        b = verify(net, np.rot90(img).copy(), y, 95.0 - x, sc, g, pixel_size_nm=PX)
+        got[tta] = np.abs(a - b).max()
+    assert got[True] < 1e-4 * got[False] and got[False] > 1e-3
 
 
 @pytest.fixture(scope="module")

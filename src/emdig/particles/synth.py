@@ -148,6 +148,12 @@ class SynthConfig:
         Which look-alikes to draw, any of ``"pit"``, ``"shadow"``, ``"debris"``, ``"blob"``.
     imp_density_per_um2
         IMPs per µm²: ``(outside zones, inside zones)``.
+    gold_imp_fraction
+        Fraction of the gold particles with one or two IMPs abutting them, so that an IMP's
+        bright shadowed crescent touches the gold. A label binds an intramembrane protein, and
+        on the P-face of the MPFI images (S7 most of all) many gold particles sit among IMPs,
+        bright crescents beside them; without such particles a verifier learns that a bright
+        rim beside a dark spot means a pit. 0 (the default) leaves the images as they were.
     background_range
         Median grey level of the replica (0-255).
     contrast_range
@@ -198,6 +204,7 @@ class SynthConfig:
     negative_density_per_um2: float = 40.0
     negative_kinds: tuple[str, ...] = NEGATIVE_KINDS
     imp_density_per_um2: tuple[float, float] = (300.0, 1200.0)
+    gold_imp_fraction: float = 0.0
     background_range: tuple[float, float] = (120.0, 175.0)
     contrast_range: tuple[float, float] = (0.9, 1.3)
     gold_attenuation_nm_range: tuple[float, float] = (4.2, 6.0)
@@ -231,7 +238,12 @@ class SynthConfig:
             raise ValueError(f"size_weights must be >= 0 with a positive sum: {self.size_weights}")
         if min(self.size_cv) < 0:
             raise ValueError(f"size_cv must be >= 0, got {self.size_cv}")
-        for name in ("clustered_fraction", "touching_fraction", "zone_fraction"):
+        for name in (
+            "clustered_fraction",
+            "touching_fraction",
+            "zone_fraction",
+            "gold_imp_fraction",
+        ):
             v = getattr(self, name)
             if not 0.0 <= v <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {v}")
@@ -919,6 +931,7 @@ def _render_imps(
     rows: int,
     cols: int,
     zones: list[_Zone],
+    parts: np.ndarray | None = None,
 ) -> None:
     px = cfg.pixel_size_nm
     d_out, d_in = cfg.imp_density_per_um2
@@ -944,12 +957,23 @@ def _render_imps(
             zy, zx = zy[m] + d * np.sin(t), zx[m] + d * np.cos(t)
             ys.append(zy)
             xs.append(zx)
+    n_free = sum(v.size for v in ys)
+    if cfg.gold_imp_fraction > 0 and parts is not None and parts.size:
+        # IMPs abutting gold: the centre at the gold's radius plus most of the IMP's own
+        g = parts[rng.random(parts.size) < cfg.gold_imp_fraction]
+        g = np.concatenate([g, g[rng.random(g.size) < 0.4]])  # some get two
+        t = rng.uniform(0, 2 * math.pi, g.size)
+        d = (0.5 * g["diameter_nm"] + rng.uniform(2.5, 5.0, g.size)) / px
+        ys.append(g["y_px"] + d * np.sin(t))
+        xs.append(g["x_px"] + d * np.cos(t))
     y = np.concatenate(ys)
     x = np.concatenate(xs)
     if y.size == 0:
         return
     n = y.size
     r = (rng.uniform(2.5, 6.0, n) / px).astype(np.float32)
+    if n > n_free:  # an IMP beside gold is no larger than the gap it was placed in allows
+        r[n_free:] = np.minimum(r[n_free:], (d - 0.5 * g["diameter_nm"] / px) / 0.9)
     e = np.sqrt(rng.uniform(1.0, 2.2, n)).astype(np.float32)  # slightly oval
     phi = rng.uniform(0, math.pi, n)  # randomly oriented
     # each crescent faces the shadow direction, give or take the local tilt of the membrane
@@ -958,6 +982,8 @@ def _render_imps(
     amp_b = (look.relief * rng.uniform(0.15, 0.55, n)).astype(np.float32)
     amp_d = (look.relief * rng.uniform(0.1, 0.3, n)).astype(np.float32)
     amp_s = (look.relief * rng.uniform(0.05, 0.2, n)).astype(np.float32)
+    if n > n_free:  # the IMPs beside gold: as bright as the strongest crescents of S7
+        amp_b[n_free:] = look.relief * rng.uniform(0.35, 0.8, n - n_free)
     w = r * np.float32(0.1) + np.float32(0.5)
     reach = np.ceil(e * (r + 3.0 * w) + 1.0).astype(int)
     # two patch sizes, so that small IMPs do not pay for the large ones
@@ -1275,7 +1301,7 @@ def synthesize(config: SynthConfig, *, seed: int | None = None) -> SynthImage:
     if zone is not None:
         tau += zone
     canvas = _Canvas(h, cols)
-    _render_imps(canvas, rng, config, look, h, cols, zones)
+    _render_imps(canvas, rng, config, look, h, cols, zones, parts)
     _render_negatives(canvas, rng, negs, neg_aspect, look, px)
     _render_gold(canvas, rng, parts, look, px)
     tau += canvas.render("tau")
