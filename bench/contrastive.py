@@ -14,6 +14,10 @@
    and by metadata, predict, anomalies, map. The constant ("dummy") frames must rank first in
    ``anomalies``.
 
+3. ``--embed-speed MODEL``: embedding speed alone, for a machine that was busy during the full
+   run: the first 600 files of the archive embedded three times with a trained model (median
+   reported; results in ``bench/results/contrastive_embed.json``).
+
 Run: ``python bench/contrastive.py [--archive build/sim-stem] [--epochs 40] [--threads 2]``
 (about 15 minutes on 2 cores, plus about 4 minutes to simulate the archive the first time;
 ``--threads 1`` when another job shares the cores). Results in
@@ -95,6 +99,33 @@ def simulated(archive: Path, epochs: int, out: Path, *, reuse: bool = False) -> 
     res["embed_images_per_s"] = round(len(sample) / (time.perf_counter() - t), 1)
     log(f"embedding: {res['embed_images_per_s']} images/s")
     return res
+
+
+def embed_speed(weights: Path, archive: Path, *, repeats: int = 3) -> dict[str, Any]:
+    """Images per second embedding the first 600 files of ``archive`` (in memory,
+    preprocessing included): the median of ``repeats`` passes after a warm-up."""
+    import statistics
+
+    from emdig.contrastive.encoders import ContrastiveModel
+    from emdig.io import read
+
+    model = ContrastiveModel.load(weights)
+    files = sorted(archive.glob("stem_*.hspy"))[:600]
+    if not files:
+        sys.exit(f"no stem_*.hspy files in {archive}")
+    sample = [m for p in files for m in read(p)]
+    model.embed_images(sample[:64])  # warm-up
+    rates = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        model.embed_images(sample)
+        rates.append(len(sample) / (time.perf_counter() - t))
+    log(f"embedding: {[round(r, 1) for r in rates]} images/s")
+    return {
+        "images": len(sample),
+        "images_per_s_median": round(statistics.median(rates), 1),
+        "images_per_s": [round(r, 1) for r in rates],
+    }
 
 
 def corrupted(model: Any, held: Any, *, n: int = 30, seed: int = 1) -> dict[str, Any]:
@@ -211,10 +242,30 @@ def main() -> None:
         default=2,
         help="torch threads (1 is faster when another job shares the 2 cores)",
     )
+    ap.add_argument(
+        "--embed-speed",
+        type=Path,
+        metavar="MODEL",
+        help="only measure embedding speed with this trained model (.safetensors)",
+    )
     args = ap.parse_args()
     import torch
 
     torch.set_num_threads(args.threads)
+    if args.embed_speed is not None:
+        res = {
+            "torch_threads": args.threads,
+            "when": time.strftime("%Y-%m-%d %H:%M"),
+            "model": str(args.embed_speed),
+            **embed_speed(args.embed_speed, args.archive),
+        }
+        out = ROOT / "bench" / "results" / "contrastive_embed.json"
+        out.write_text(json.dumps(res, indent=1))
+        print(
+            f"embedding: {res['images_per_s_median']} images/s "
+            f"(median of 3, {res['images']} images)"
+        )
+        return
     results: dict[str, Any] = {
         "machine": "2 CPU cores",
         "torch_threads": args.threads,
