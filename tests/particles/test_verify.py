@@ -101,7 +101,7 @@ def test_configs_written_before_heat_input_and_tta_keep_their_behaviour() -> Non
     old = VerifierConfig.from_dict({"pixel_size_nm": PX, "patch": 48, "widths": [8, 16, 32]})
     assert old.heat_input and not old.tta
     new = VerifierConfig()
-    assert not new.heat_input and new.tta
+    assert not new.heat_input and not new.tta
     assert VerifierConfig.from_dict(new.to_dict()) == new
     ex = extras(np.array([0.2, 0.9]), np.array([6.0, 12.0]), heat_input=False)
     assert (ex[:, 0] == 0).all() and ex[1, 1] > ex[0, 1]

@@ -36,7 +36,7 @@ class ModelEntry:
 MODELS: dict[str, ModelEntry] = {
     "particles-default": ModelEntry(
         file="particles-default.safetensors",
-        sha256="f954cbaae5678c88c218ae78d6e2bca8fd46f6e9eaa62b380586df6cfb55c59b",
+        sha256="1321dea0a3d0affd56e12871ed8beab6c6b9021c7f4d05496134d353c823ca47",
         task="particles",
         pixel_size_nm=1.1174,
         normalisation="percentile",

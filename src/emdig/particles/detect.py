@@ -66,7 +66,7 @@ def info_strip_rows(image: np.ndarray) -> int:
     return n if n >= 8 else 0
 
 
-BAND_PIXELS = 24_000_000  # pixels per band of rows: bounds memory on huge images
+BAND_PIXELS = 16_000_000  # pixels per band of rows: bounds memory on huge images
 
 
 def _levels(a: np.ndarray, region: np.ndarray) -> tuple[float, float]:

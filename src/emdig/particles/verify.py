@@ -64,7 +64,9 @@ class VerifierConfig:
         membrane edges, neighbours, IMPs), besides the centre cells'.
     tta
         Average the verifier's logits over the eight flips and quarter turns of each patch
-        (gold has no preferred orientation; look-alikes' shadow sides do, in any direction).
+        (gold has no preferred orientation). Off by default: it costs eight verifier passes
+        (on one 2048 x 2115 MPFI image detection took 2.0 s with it against 0.75 s without)
+        for a gain within noise (held-out synthetic F1 0.970 -> 0.973, one model).
     """
 
     pixel_size_nm: float = 0.5587
@@ -73,7 +75,7 @@ class VerifierConfig:
     candidate_threshold: float = 0.1
     heat_input: bool = False
     context: bool = True
-    tta: bool = True
+    tta: bool = False
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> VerifierConfig:
@@ -170,18 +172,19 @@ def extract_patches(
     cx = (np.asarray(x, np.float64) + 0.5) * scale - 0.5
     cy = (np.asarray(y, np.float64) + 0.5) * scale - 0.5
     off = np.arange(side) - (side - 1) / 2.0
-    gx = cx[:, None, None] + off[None, None, :]
-    gy = cy[:, None, None] + off[None, :, None]
-    grid = np.stack(
-        [
-            np.broadcast_to(2.0 * gx / max(1, w - 1) - 1.0, (n, side, side)),
-            np.broadcast_to(2.0 * gy / max(1, h - 1) - 1.0, (n, side, side)),
-        ],
-        axis=-1,
-    )
     out = []
-    for k in range(0, n, 512):  # bounded memory for images with many candidates
-        g = torch.from_numpy(grid[k : k + 512].astype(np.float32))
+    for k in range(0, n, 512):  # bounded memory: the sampling grid is built chunk by chunk
+        gx = cx[k : k + 512, None, None] + off[None, None, :]
+        gy = cy[k : k + 512, None, None] + off[None, :, None]
+        m = len(gx)
+        grid = np.stack(
+            [
+                np.broadcast_to(2.0 * gx / max(1, w - 1) - 1.0, (m, side, side)),
+                np.broadcast_to(2.0 * gy / max(1, h - 1) - 1.0, (m, side, side)),
+            ],
+            axis=-1,
+        )
+        g = torch.from_numpy(grid.astype(np.float32))
         src = t.expand(len(g), -1, -1, -1)
         p = F.grid_sample(src, g, mode="bilinear", padding_mode="border", align_corners=True)
         out.append(p[:, 0].numpy())
