@@ -93,12 +93,20 @@ def simulated(archive: Path, epochs: int, out: Path, *, reuse: bool = False) -> 
     res["metrics"] = {k: round(float(v), 4) for k, v in metrics.items()}
     res["corrupted_metadata"] = corrupted(model, held)
     sample = [m for p in files[:600] for m in read(p)]
-    model.embed_images(sample[:64])  # warm-up
-    t = time.perf_counter()
-    model.embed_images(sample)
-    res["embed_images_per_s"] = round(len(sample) / (time.perf_counter() - t), 1)
+    res["embed_images_per_s"] = round(embed_rates(model, sample)[0], 1)
     log(f"embedding: {res['embed_images_per_s']} images/s")
     return res
+
+
+def embed_rates(model: Any, sample: list[Any], repeats: int = 1) -> list[float]:
+    """Images per second of ``repeats`` passes embedding ``sample`` (after a warm-up)."""
+    model.embed_images(sample[:64])
+    rates = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        model.embed_images(sample)
+        rates.append(len(sample) / (time.perf_counter() - t))
+    return rates
 
 
 def embed_speed(weights: Path, archive: Path, *, repeats: int = 3) -> dict[str, Any]:
@@ -114,12 +122,7 @@ def embed_speed(weights: Path, archive: Path, *, repeats: int = 3) -> dict[str, 
     if not files:
         sys.exit(f"no stem_*.hspy files in {archive}")
     sample = [m for p in files for m in read(p)]
-    model.embed_images(sample[:64])  # warm-up
-    rates = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        model.embed_images(sample)
-        rates.append(len(sample) / (time.perf_counter() - t))
+    rates = embed_rates(model, sample, repeats)
     log(f"embedding: {[round(r, 1) for r in rates]} images/s")
     return {
         "images": len(sample),

@@ -10,7 +10,7 @@ Two stages, both deterministic under their seeds:
    ignored). ``--exclude S7.jpg`` leaves an image out, for leave-one-image-out benchmarks.
    The fine-tune mixes in 48 synthetic images so the model keeps rejecting the generator's
    look-alikes. Then the full-resolution verifier (:mod:`emdig.particles.verify`; 12/24/48
-   channels, no heat-map input, 8-view test-time averaging) is trained on the heat map's own
+   channels, no heat-map input) is trained on the heat map's own
    candidates: on the same real images (40 % of the draws) and on 400 fresh synthetic images
    with their labelled look-alikes, in which 60 % of the gold has an IMP abutting it (its
    bright crescent beside the gold, as on the P-face of S7; ``SynthConfig.gold_imp_fraction``).
@@ -197,8 +197,9 @@ def threshold_images(seed: int) -> list:
 
 def fit_verifier(model, args, progress) -> object:  # type: ignore[no-untyped-def]
     """Stage 2b: a fresh verifier (seeded) trained on the heat map's candidates in the real
-    images (a quarter of the draws; never an excluded image) and in 400 synthetic ones, then
-    the detection threshold chosen on its probability."""
+    images (``--verifier-real-share`` of the draws; never an excluded image) and in
+    ``--verifier-synthetic`` synthetic ones, then the detection threshold chosen on its
+    probability."""
     vcfg = VerifierConfig(
         context=not args.verifier_no_context,
         widths=tuple(int(v) for v in args.verifier_widths.split(",")),

@@ -958,6 +958,7 @@ def _render_imps(
             ys.append(zy)
             xs.append(zx)
     n_free = sum(v.size for v in ys)
+    near_r = np.zeros(0)  # largest radius of each IMP placed beside gold
     if cfg.gold_imp_fraction > 0 and parts is not None and parts.size:
         # IMPs abutting gold: the centre at the gold's radius plus most of the IMP's own
         g = parts[rng.random(parts.size) < cfg.gold_imp_fraction]
@@ -966,14 +967,14 @@ def _render_imps(
         d = (0.5 * g["diameter_nm"] + rng.uniform(2.5, 5.0, g.size)) / px
         ys.append(g["y_px"] + d * np.sin(t))
         xs.append(g["x_px"] + d * np.cos(t))
+        near_r = (d - 0.5 * g["diameter_nm"] / px) / 0.9  # no larger than its gap allows
     y = np.concatenate(ys)
     x = np.concatenate(xs)
     if y.size == 0:
         return
     n = y.size
     r = (rng.uniform(2.5, 6.0, n) / px).astype(np.float32)
-    if n > n_free:  # an IMP beside gold is no larger than the gap it was placed in allows
-        r[n_free:] = np.minimum(r[n_free:], (d - 0.5 * g["diameter_nm"] / px) / 0.9)
+    r[n_free:] = np.minimum(r[n_free:], near_r)
     e = np.sqrt(rng.uniform(1.0, 2.2, n)).astype(np.float32)  # slightly oval
     phi = rng.uniform(0, math.pi, n)  # randomly oriented
     # each crescent faces the shadow direction, give or take the local tilt of the membrane

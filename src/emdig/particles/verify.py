@@ -20,12 +20,15 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
+
+if TYPE_CHECKING:
+    from .synth import SynthConfig
 
 __all__ = [
     "VerifierConfig",
@@ -225,10 +228,10 @@ def verify(
     for k in range(0, len(patches), 1024):
         p = torch.from_numpy(patches[k : k + 1024])[:, None]
         e = ex[k : k + 1024]
-        views_logits = [
-            net(torch.rot90(p, r, dims=(2, 3)).flip(-1) if f else torch.rot90(p, r, dims=(2, 3)), e)
-            for r, f in views
-        ]
+        views_logits = []
+        for r, f in views:
+            q = torch.rot90(p, r, dims=(2, 3))
+            views_logits.append(net(q.flip(-1) if f else q, e))
         logits.append(torch.stack(views_logits).mean(0))
     net.train(was)
     return torch.sigmoid(torch.cat(logits)).numpy()
@@ -266,7 +269,7 @@ class VerifierItem:
 
 
 def synthetic_items(
-    n: int, *, seed: int, side: int = 512, config: Any = None
+    n: int, *, seed: int, side: int = 512, config: SynthConfig | None = None
 ) -> list[VerifierItem]:
     """``n`` synthetic FRIL images (:mod:`emdig.particles.synth`) with their exact truth; their
     labelled look-alikes become the verifier's negatives wherever the heat map proposes them.
@@ -276,7 +279,6 @@ def synthetic_items(
     from .synth import SynthConfig, synth_batch
 
     cfg = config if config is not None else SynthConfig(shape=(side, side))
-
     return [
         VerifierItem(
             s.image,
