@@ -216,3 +216,44 @@ def test_preprocess_pads_small_images_and_survives_bad_pixels() -> None:
     assert not preprocess(np.full((30, 30), 7.0), config=cfg).any()  # flat -> zeros
     with pytest.raises(ValueError, match="2-D"):
         preprocess(np.zeros((2, 3, 4)), config=cfg)
+
+
+def test_texture_statistics_match_a_plain_numpy_reference() -> None:
+    from emdig.contrastive.encoders import (
+        _DIFF_EDGES,
+        _INTENSITY_EDGES,
+        _LAGS,
+        N_STATS,
+        texture_statistics,
+    )
+
+    def hist(v: np.ndarray, edges: tuple[float, float, int]) -> np.ndarray:
+        first, last, n = edges
+        step = (last - first) / n
+        k = np.clip(np.floor((v - (first - step)) / step), 0, n + 1).astype(int)
+        return np.log(np.bincount(k.ravel(), minlength=n + 2) / v.size + 1e-4)
+
+    def reference(im: np.ndarray) -> np.ndarray:
+        im = im.astype(np.float64)
+        parts = [
+            hist(im, _INTENSITY_EDGES),
+            hist(im[1:] - im[:-1], _DIFF_EDGES),
+            hist(im[:, 1:] - im[:, :-1], _DIFF_EDGES),
+        ]
+        xc = im - im.mean()
+        var = (xc * xc).mean() + 1e-8
+        corr = []
+        for lag in _LAGS:
+            corr += [(xc[:, lag:] * xc[:, :-lag]).mean() / var, (xc[lag:] * xc[:-lag]).mean() / var]
+        skew = (xc**3).mean() / var**1.5
+        return np.concatenate([*parts, [*corr, im.mean(), np.sqrt(var), np.clip(skew, -20, 20)]])
+
+    rng = np.random.default_rng(0)
+    x = rng.random((6, 40, 56)).astype(np.float32) * 1.8 - 0.4  # values beyond both ends
+    x[3] = rng.normal(0.5, 0.02, (40, 56))  # narrow: out-of-range difference bins empty
+    x[4] = np.where(rng.random((40, 56)) < 0.1, 1.9, 0.1)  # strongly skewed
+    x[5, :, ::2] = x[5, :, 1::2]  # horizontal pairs repeat: many exact zero differences
+    got = texture_statistics(x)
+    assert got.shape == (6, N_STATS) and got.dtype == np.float32
+    np.testing.assert_allclose(got, np.stack([reference(im) for im in x]), atol=2e-4)
+    assert texture_statistics(np.zeros((0, 40, 56), np.float32)).shape == (0, N_STATS)
