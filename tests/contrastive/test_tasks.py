@@ -20,6 +20,7 @@ from emdig.contrastive.tasks import (
     load_model_for,
     parse_meta_query,
     predict,
+    probe_surprisal,
     projection,
     projection_map,
     search_like,
@@ -98,6 +99,61 @@ def test_projection_is_pca() -> None:
     # the first two principal axes carry the two big variances, in order
     assert y[:, 0].var() == pytest.approx(x[:, 0].var(), rel=0.05)
     assert y[:, 1].var() == pytest.approx(x[:, 1].var(), rel=0.1)
+
+
+def test_probe_surprisal_by_hand() -> None:
+    import math
+
+    from emdig.contrastive.config import ContrastiveConfig
+    from emdig.contrastive.encoders import ContrastiveModel, ContrastiveNet, LinearProbes
+
+    cfg = ContrastiveConfig()
+    model = ContrastiveModel(ContrastiveNet(cfg))
+    d = cfg.embed_dim
+    w_det = np.zeros((d, 2))
+    w_det[0] = [2.0, -2.0]  # logits (2 e0, -2 e0) for classes BF, HAADF
+    w_mag = np.zeros((d, 1))
+    w_mag[1, 0] = 1.0  # log10 magnification = 6 + e1
+    w_ang = np.zeros((d, 2))
+    info = [
+        {"field": "detector", "kind": "categorical", "log": False, "classes": ["BF", "HAADF"]},
+        {"field": "magnification", "kind": "numeric", "log": True, "heldout": {"rmse": 0.1}},
+        {"field": "dwell_us", "kind": "numeric", "log": True},  # no held-out RMSE: no evidence
+        {"field": "scan_rotation_deg", "kind": "angle", "log": False, "harmonics": [1]},
+    ]
+    model.probes = LinearProbes(
+        info=info,
+        weights={
+            "detector": w_det,
+            "magnification": w_mag,
+            "dwell_us": w_mag,
+            "scan_rotation_deg": w_ang,
+        },
+        biases={
+            "detector": np.zeros(2),
+            "magnification": np.array([6.0]),
+            "dwell_us": np.array([0.0]),
+            "scan_rotation_deg": np.zeros(2),
+        },
+    )
+    emb = np.zeros((5, d))
+    emb[:, 0] = [1.0, 1.0, 1.0, 5.0, 0.0]
+    emb[:, 1] = [0.0, 0.0, 0.3, 0.0, 0.0]
+    recs = [
+        {"detector": "BF", "magnification": 1e6, "dwell_us": 50.0, "scan_rotation_deg": 90.0},
+        {"detector": "HAADF", "magnification": 1e6},
+        {"detector": "ABF", "magnification": 1e6},  # a class the probe never saw; mag off 3 RMSE
+        {"detector": "HAADF"},  # p = e^-20 / (1 + e^-20): clipped at 1e-3
+        {},
+    ]
+    got = probe_surprisal(model, emb, recs)
+    soft = math.log1p(math.exp(-4.0))
+    assert got[0] == pytest.approx(soft)
+    assert got[1] == pytest.approx(4.0 + soft)
+    assert got[2] == pytest.approx(math.log1p(0.5 * 3.0**2))
+    assert got[3] == pytest.approx(-math.log(1e-3))
+    assert got[4] == 0.0
+    assert probe_surprisal(model, emb[:0], []).shape == (0,)
 
 
 def test_tasks(trained: dict[str, Path], tmp_path: Path) -> None:

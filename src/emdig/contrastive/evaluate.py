@@ -27,6 +27,7 @@ from .encoding import encode_metadata, field_value, metadata_keys
 
 __all__ = [
     "ANGLE_HARMONICS",
+    "attach_heldout_scores",
     "evaluate",
     "evaluate_probes",
     "fit_probes",
@@ -225,6 +226,14 @@ def fit_probes(
     return probes
 
 
+def attach_heldout_scores(probes: LinearProbes, metrics: Mapping[str, float]) -> None:
+    """Store each probe's held-out scores (``probe/<field>/...`` of :func:`evaluate`) in its
+    ``info["heldout"]``: ``r2``, ``rmse``, ``accuracy`` ... without the prefix."""
+    for p in probes.info:
+        prefix = f"probe/{p['field']}/"
+        p["heldout"] = {k[len(prefix) :]: v for k, v in metrics.items() if k.startswith(prefix)}
+
+
 def evaluate_probes(
     probes: LinearProbes,
     embeddings: np.ndarray,
@@ -234,9 +243,10 @@ def evaluate_probes(
     """Held-out scores of each probe, only over records where the field is present.
 
     Keys: ``probe/<field>/accuracy`` (categorical; a class unseen in training counts as
-    wrong) with ``probe/<field>/chance`` (the majority class's share), ``probe/<field>/r2``
-    (numeric: on the encoded value, i.e. log10 for log fields; angle: on cos/sin of the first
-    harmonic) and ``probe/<field>/r2@<m>`` per angle harmonic m, and ``probe/<field>/n``.
+    wrong) with ``probe/<field>/chance`` (the majority class's share); ``probe/<field>/r2``
+    and ``probe/<field>/rmse`` (numeric: on the encoded value, i.e. log10 for log fields);
+    for angles ``probe/<field>/r2`` on cos/sin of the first harmonic and
+    ``probe/<field>/r2@<m>`` per harmonic m; and ``probe/<field>/n``.
     """
     by_name = {s.name: s for s in specs}
     emb = np.asarray(embeddings, np.float64)
@@ -264,7 +274,9 @@ def evaluate_probes(
                 out[f"probe/{name}/r2@{m}"] = r2_score(t[:, cols], y[:, cols])
             out[f"probe/{name}/r2"] = out[f"probe/{name}/r2@{p['harmonics'][0]}"]
         else:
-            out[f"probe/{name}/r2"] = r2_score(np.asarray(vals, np.float64), y[:, 0])
+            yv = np.asarray(vals, np.float64)
+            out[f"probe/{name}/r2"] = r2_score(yv, y[:, 0])
+            out[f"probe/{name}/rmse"] = float(np.sqrt(np.mean((yv - y[:, 0]) ** 2)))
     return out
 
 

@@ -22,7 +22,7 @@ from ..errors import ModelError, QueryError
 from ..micrograph import ACQUISITION_FIELDS, Micrograph
 from .data import ContrastiveDataset
 from .encoders import ContrastiveModel
-from .encoding import metadata_record
+from .encoding import field_value, metadata_record
 from .index import EmbeddingIndex
 
 __all__ = [
@@ -36,6 +36,7 @@ __all__ = [
     "mismatch_scores",
     "parse_meta_query",
     "predict",
+    "probe_surprisal",
     "projection",
     "projection_map",
     "search_like",
@@ -320,6 +321,61 @@ def mismatch_scores(
     return -z, rank
 
 
+#: The least probability a categorical probe may give a stored class (its surprisal is at
+#: most ``-log`` of this, about 6.9 nats), so one confident probe cannot decide alone.
+MIN_PROBE_PROBABILITY = 1e-3
+
+
+def probe_surprisal(
+    model: ContrastiveModel, image: np.ndarray, records: Sequence[Mapping[str, Any]]
+) -> np.ndarray:
+    """Evidence from the linear probes that stored metadata does not describe the image.
+
+    For each item, summed over the probed fields present in its record, in nats:
+
+    - categorical fields (detector, mode, instrument): ``-log p(stored class)`` under the
+      probe's softmax (at least :data:`MIN_PROBE_PROBABILITY`); a class the probe never saw
+      gives no evidence;
+    - numeric fields: ``log(1 + r^2 / 2)``, ``r`` the stored minus the predicted value (log10
+      for log fields) over the probe's held-out RMSE. This heavy-tailed (Cauchy-like) cost
+      keeps a probe that is merely unsure from dominating, while a magnification off by 10x
+      (1 decade, several RMSEs) still counts several nats. Probes without a held-out RMSE
+      (models trained without a held-out split) give no numeric evidence.
+
+    Angles give none (their probes are weak and periodic). Returns ``(N,)`` float64.
+    """
+    out = np.zeros(len(records), np.float64)
+    if not len(model.probes) or not len(records):
+        return out
+    specs = {s.name: s for s in model.fields}
+    emb = np.asarray(image, np.float64)
+    for p in model.probes.info:
+        name = str(p["field"])
+        spec = specs.get(name)
+        if spec is None or p["kind"] not in ("numeric", "categorical"):
+            continue
+        vals = [field_value(spec, r) for r in records]
+        idx = np.array([i for i, v in enumerate(vals) if v is not None], np.int64)
+        if not len(idx):
+            continue
+        y = model.probes.raw(emb[idx], name)
+        if p["kind"] == "categorical":
+            lookup = {str(c): j for j, c in enumerate(p["classes"])}
+            cls = np.array([lookup.get(str(vals[i]), -1) for i in idx])
+            z = y - y.max(axis=1, keepdims=True)
+            logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+            known = cls >= 0
+            lp = logp[np.flatnonzero(known), cls[known]]
+            out[idx[known]] += -np.maximum(lp, math.log(MIN_PROBE_PROBABILITY))
+        else:
+            rmse = (p.get("heldout") or {}).get("rmse")
+            if not rmse or not math.isfinite(float(rmse)):
+                continue
+            r = (np.asarray([vals[i] for i in idx], np.float64) - y[:, 0]) / float(rmse)
+            out[idx] += np.log1p(0.5 * r * r)
+    return out
+
+
 def anomalies(
     *,
     model: ContrastiveModel,
@@ -334,10 +390,13 @@ def anomalies(
     of its image against every stored metadata: ``z = (own - mean) / std``. A well-described
     image has its own metadata far above the crowd (large z); a wrong detector or
     magnification, or a broken frame, has not. The score is ``-z`` (higher = more
-    suspicious). Frames whose pixels are all equal (blank or dummy frames; from the catalog's
-    pixel statistics) get :data:`BLANK_SCORE` added, so they rank first. Where probes exist,
-    the fields they read differently from the stored values (detector, mode, instrument, a
-    magnification or pixel size off by more than 2x) are listed as reasons.
+    suspicious). With a catalog, the linear probes' evidence against the stored values
+    (:func:`probe_surprisal`, in nats) is added: the embeddings alone barely notice a wrong
+    detector among otherwise right fields, a detector probe does. Frames whose pixels are all
+    equal (blank or dummy frames; from the catalog's pixel statistics) get
+    :data:`BLANK_SCORE` added, so they rank first. The fields the probes read differently
+    from the stored values (detector, mode, instrument, a magnification or pixel size off by
+    more than 2x) are listed as reasons.
     """
     _check_fresh(index, model)
     n = len(index)
@@ -348,6 +407,9 @@ def anomalies(
     # a frame without content (every pixel equal: a blank, dummy or failed read-out) has no
     # image to match any metadata; it goes above every content-bearing frame
     blank = np.asarray([_is_blank(rows.get(int(i), {})) for i in index.ids], bool)
+    if rows:
+        recs = [metadata_record(rows[int(i)]) if int(i) in rows else {} for i in index.ids]
+        score = score + probe_surprisal(model, index.image, recs)
     score = np.where(blank, BLANK_SCORE + score, score)
     pred = model.predict(index.image) if len(model.probes) else {}
     order = np.argsort(-score, kind="stable")

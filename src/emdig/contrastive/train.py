@@ -39,7 +39,7 @@ from .config import ContrastiveConfig
 from .data import ContrastiveDataset
 from .encoders import N_STATS, ContrastiveModel, ContrastiveNet, center_crop
 from .encoding import EncodedMetadata, encode_metadata, fit_fields, metadata_keys
-from .evaluate import evaluate, fit_probes, retrieval_metrics
+from .evaluate import attach_heldout_scores, evaluate, fit_probes, retrieval_metrics
 
 __all__ = ["TrainResult", "clip_loss", "metadata_neighbours", "siglip_loss", "train"]
 
@@ -476,10 +476,7 @@ def train(
         train_emb = model.embed_regions(tr.regions)
         model.probes = fit_probes(train_emb, tr.records, specs)
         metrics = evaluate(model, ho) if len(ho) else {"n": 0.0}
-    for p in model.probes.info:
-        p["heldout"] = {
-            k.split("/")[-1]: v for k, v in metrics.items() if k.startswith(f"probe/{p['field']}/")
-        }
+    attach_heldout_scores(model.probes, metrics)
     net.config = replace(
         net.config,
         trained_on={
