@@ -142,13 +142,14 @@ def corrupted(model: Any, held: Any, *, n: int = 30, seed: int = 1) -> dict[str,
     Kinds: the detector swapped between HAADF/ADF and BF/ABF (contrast inverted), and the
     magnification (with the pixel size) off by 10x. Two scores are ranked, as
     ``emdig contrastive anomalies`` does without and with a catalog: the embeddings' mismatch
-    score alone (:func:`emdig.contrastive.tasks.mismatch_scores`), and that plus the linear
-    probes' evidence (:func:`emdig.contrastive.tasks.probe_surprisal`). Reported for each: the
-    ROC AUC for planted vs untouched items, and how many planted items are in the top ``n``.
+    score alone (:func:`emdig.contrastive.tasks.mismatch_scores`), and the evidence of the
+    embeddings and the linear probes together (:func:`emdig.contrastive.tasks.anomaly_scores`).
+    Reported for each: the ROC AUC for planted vs untouched items, and how many planted items
+    are in the top ``n``.
     """
     import numpy as np
 
-    from emdig.contrastive.tasks import mismatch_scores, probe_surprisal
+    from emdig.contrastive.tasks import anomaly_scores
 
     def ranking(score: Any, planted: Any) -> dict[str, Any]:
         # AUC: probability that a planted item outscores an untouched one
@@ -176,9 +177,9 @@ def corrupted(model: Any, held: Any, *, n: int = 30, seed: int = 1) -> dict[str,
                 r["pixel_size_nm"] = float(r["pixel_size_nm"]) / 10
         planted = np.zeros(len(recs), bool)
         planted[idx] = True
-        embedding, _ = mismatch_scores(image, model.embed_metadata(recs))
-        alone = ranking(embedding, planted)
-        both = ranking(embedding + probe_surprisal(model, image, recs), planted)
+        meta = model.embed_metadata(recs)
+        alone = ranking(anomaly_scores(model, image, meta)[0], planted)
+        both = ranking(anomaly_scores(model, image, meta, recs)[0], planted)
         out[kind] = {"planted": n, **both, "embedding_only": alone}
         log(
             f"planted wrong {kind}: AUC {both['roc_auc']:.3f}, {both['planted_in_top_n']}/{n} "

@@ -15,12 +15,14 @@ from emdig.cli import app
 from emdig.contrastive.index import EmbeddingIndex, top_k
 from emdig.contrastive.tasks import (
     anomalies,
+    anomaly_scores,
     embed_catalog,
     embeddings_path,
     load_model_for,
+    mismatch_scores,
     parse_meta_query,
     predict,
-    probe_surprisal,
+    probe_evidence,
     projection,
     projection_map,
     search_like,
@@ -101,7 +103,7 @@ def test_projection_is_pca() -> None:
     assert y[:, 1].var() == pytest.approx(x[:, 1].var(), rel=0.1)
 
 
-def test_probe_surprisal_by_hand() -> None:
+def test_anomaly_evidence_by_hand() -> None:
     import math
 
     from emdig.contrastive.config import ContrastiveConfig
@@ -109,12 +111,13 @@ def test_probe_surprisal_by_hand() -> None:
 
     cfg = ContrastiveConfig()
     model = ContrastiveModel(ContrastiveNet(cfg))
+    mag = next(f for f in model.fields if f.name == "magnification")
+    assert mag.std == 1.0  # unfitted: the uniform alternative spans 4 decades
     d = cfg.embed_dim
     w_det = np.zeros((d, 2))
     w_det[0] = [2.0, -2.0]  # logits (2 e0, -2 e0) for classes BF, HAADF
     w_mag = np.zeros((d, 1))
     w_mag[1, 0] = 1.0  # log10 magnification = 6 + e1
-    w_ang = np.zeros((d, 2))
     info = [
         {"field": "detector", "kind": "categorical", "log": False, "classes": ["BF", "HAADF"]},
         {"field": "magnification", "kind": "numeric", "log": True, "heldout": {"rmse": 0.1}},
@@ -127,7 +130,7 @@ def test_probe_surprisal_by_hand() -> None:
             "detector": w_det,
             "magnification": w_mag,
             "dwell_us": w_mag,
-            "scan_rotation_deg": w_ang,
+            "scan_rotation_deg": np.zeros((d, 2)),
         },
         biases={
             "detector": np.zeros(2),
@@ -146,14 +149,37 @@ def test_probe_surprisal_by_hand() -> None:
         {"detector": "HAADF"},  # p = e^-20 / (1 + e^-20): clipped at 1e-3
         {},
     ]
-    got = probe_surprisal(model, emb, recs)
+    names, ev = probe_evidence(model, emb, recs)
+    assert names == ["detector", "magnification"] and ev.shape == (5, 2)
     soft = math.log1p(math.exp(-4.0))
-    assert got[0] == pytest.approx(soft)
-    assert got[1] == pytest.approx(4.0 + soft)
-    assert got[2] == pytest.approx(math.log1p(0.5 * 3.0**2))
-    assert got[3] == pytest.approx(-math.log(1e-3))
-    assert got[4] == 0.0
-    assert probe_surprisal(model, emb[:0], []).shape == (0,)
+    t_const = math.log(2 * math.sqrt(2) * 0.1 / 4.0)
+    np.testing.assert_allclose(
+        ev[:, 0], [soft - math.log(2), 4.0 + soft - math.log(2), -np.inf, -math.log(2e-3), -np.inf]
+    )
+    np.testing.assert_allclose(
+        ev[:, 1], [t_const, t_const, 1.5 * math.log1p(4.5) + t_const, -np.inf, -np.inf]
+    )
+    assert probe_evidence(model, emb[:0], [])[1].shape == (0, 0)
+
+    # the embeddings' term: -log softmax of the own record among all, less log N
+    rng = np.random.default_rng(0)
+    img = rng.normal(size=(4, d))
+    img /= np.linalg.norm(img, axis=1, keepdims=True)
+    meta = img.copy()
+    meta[3] = -img[3]  # the last image's own record points away from it
+    score, rank = mismatch_scores(img, meta, scale=10.0, block=3)
+    logits = 10.0 * img @ meta.T
+    want = np.log(np.exp(logits).sum(axis=1)) - np.diag(logits) - math.log(4)
+    np.testing.assert_allclose(score, want)
+    assert rank.tolist() == [1, 1, 1, 4] and score.argmax() == 3
+    # together: log(exp(embeddings) + sum of exp(field evidence)), per item
+    total, _ = anomaly_scores(model, img, meta, recs[:4])
+    s = float(model.net.logit_scale.detach().exp())
+    alone, _ = mismatch_scores(img, meta, scale=s)
+    _, ev4 = probe_evidence(model, img, recs[:4])
+    want = np.log(np.exp(alone) + np.exp(ev4).sum(axis=1))
+    np.testing.assert_allclose(total, want)
+    np.testing.assert_allclose(anomaly_scores(model, img, meta)[0], alone)
 
 
 def test_tasks(trained: dict[str, Path], tmp_path: Path) -> None:

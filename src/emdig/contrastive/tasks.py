@@ -28,6 +28,7 @@ from .index import EmbeddingIndex
 __all__ = [
     "META_FIELDS",
     "anomalies",
+    "anomaly_scores",
     "contrastive_dir",
     "default_model_path",
     "embed_catalog",
@@ -36,7 +37,7 @@ __all__ = [
     "mismatch_scores",
     "parse_meta_query",
     "predict",
-    "probe_surprisal",
+    "probe_evidence",
     "projection",
     "projection_map",
     "search_like",
@@ -291,8 +292,10 @@ def predict(
 
 
 # -------------------------------------------------------------------------- anomalies
-#: Added to the score of a frame whose pixels are all equal.
-BLANK_SCORE = 100.0
+#: Added to the score of a frame whose pixels are all equal: above any content-bearing frame
+#: (the embeddings' term is at most twice the logit scale, at most 100, and the probes' a few
+#: tens of nats).
+BLANK_SCORE = 1000.0
 
 
 def _is_blank(row: Mapping[str, Any]) -> bool:
@@ -301,79 +304,112 @@ def _is_blank(row: Mapping[str, Any]) -> bool:
 
 
 def mismatch_scores(
-    image: np.ndarray, meta: np.ndarray, *, block: int = 4096
+    image: np.ndarray, meta: np.ndarray, *, scale: float = 1.0, block: int = 4096
 ) -> tuple[np.ndarray, np.ndarray]:
     """How badly each image fits its own metadata, from unit embeddings ``(N, D)`` in pairs.
 
-    Returns ``(score, rank)``: ``score = -(own - mean) / std`` of the image's cosines with
-    every metadata row (higher = more suspicious), and the rank of its own metadata among them
-    (1 = best).
+    Returns ``(score, rank)``. ``score`` is a log-likelihood ratio in nats: ``-log p(own)``
+    less ``log N``, ``p(own)`` being the softmax weight of the image's own metadata among all
+    ``N`` at the logit ``scale`` (the model's inverse temperature). Above 0 the image fits its
+    own record worse than a record drawn at random; a well-described image scores far below
+    0. ``rank`` is the rank of its own metadata among all (1 = best).
     """
     n = len(image)
-    own = np.einsum("ij,ij->i", image, meta)
-    z = np.empty(n, np.float64)
+    own = scale * np.einsum("ij,ij->i", image, meta).astype(np.float64)
+    score = np.empty(n, np.float64)
     rank = np.empty(n, np.int64)
     for i in range(0, n, block):
-        sim = image[i : i + block] @ meta.T
-        mu, sd = sim.mean(axis=1), sim.std(axis=1) + 1e-6
-        z[i : i + block] = (own[i : i + block] - mu) / sd
+        sim = scale * (image[i : i + block] @ meta.T).astype(np.float64)
+        top = sim.max(axis=1)
+        lse = top + np.log(np.exp(sim - top[:, None]).sum(axis=1))
+        score[i : i + block] = lse - own[i : i + block] - math.log(n)
         rank[i : i + block] = (sim > own[i : i + block, None]).sum(axis=1) + 1
-    return -z, rank
+    return score, rank
 
 
-#: The least probability a categorical probe may give a stored class (its surprisal is at
-#: most ``-log`` of this, about 6.9 nats), so one confident probe cannot decide alone.
+#: The least probability a categorical probe may give a stored class, so that one confident
+#: probe is strong evidence but not unbounded (at most ``-log`` of this, 6.9 nats).
 MIN_PROBE_PROBABILITY = 1e-3
 
 
-def probe_surprisal(
+def probe_evidence(
     model: ContrastiveModel, image: np.ndarray, records: Sequence[Mapping[str, Any]]
-) -> np.ndarray:
-    """Evidence from the linear probes that stored metadata does not describe the image.
+) -> tuple[list[str], np.ndarray]:
+    """Per field, the linear probes' evidence that an item's stored value is wrong.
 
-    For each item, summed over the probed fields present in its record, in nats:
+    Each entry is a log-likelihood ratio in nats: the stored value under "the field was
+    recorded wrongly" (a value drawn at random: uniform over the classes the probe knows, or
+    over four standard deviations of the field's training values) against "it describes the
+    image" (the probe's prediction):
 
-    - categorical fields (detector, mode, instrument): ``-log p(stored class)`` under the
-      probe's softmax (at least :data:`MIN_PROBE_PROBABILITY`); a class the probe never saw
-      gives no evidence;
-    - numeric fields: ``log(1 + r^2 / 2)``, ``r`` the stored minus the predicted value (log10
-      for log fields) over the probe's held-out RMSE. This heavy-tailed (Cauchy-like) cost
-      keeps a probe that is merely unsure from dominating, while a magnification off by 10x
-      (1 decade, several RMSEs) still counts several nats. Probes without a held-out RMSE
-      (models trained without a held-out split) give no numeric evidence.
+    - categorical fields (detector, mode, instrument): ``-log p(stored class) - log K``, ``p``
+      the probe's softmax (at least :data:`MIN_PROBE_PROBABILITY`), ``K`` classes;
+    - numeric fields: the stored minus the predicted value (log10 for log fields) in units
+      of the probe's held-out RMSE, ``r``, under a heavy-tailed Student t (2 degrees of
+      freedom), so a probe that is merely unsure is not proof:
+      ``1.5 log(1 + r^2 / 2) + log(2 sqrt(2) RMSE / (4 std))``.
 
-    Angles give none (their probes are weak and periodic). Returns ``(N,)`` float64.
+    Fields missing from a record, classes the probe never saw, angles (their probes are weak
+    and periodic) and numeric probes without a held-out RMSE (a model trained without a
+    held-out split) give no evidence: ``-inf``. Returns the field names and ``(N, F)``.
     """
-    out = np.zeros(len(records), np.float64)
-    if not len(model.probes) or not len(records):
-        return out
     specs = {s.name: s for s in model.fields}
     emb = np.asarray(image, np.float64)
-    for p in model.probes.info:
+    names: list[str] = []
+    cols: list[np.ndarray] = []
+    for p in model.probes.info if len(records) else []:
         name = str(p["field"])
         spec = specs.get(name)
-        if spec is None or p["kind"] not in ("numeric", "categorical"):
+        rmse = float((p.get("heldout") or {}).get("rmse") or 0.0)
+        if spec is None or p["kind"] == "angle" or (p["kind"] == "numeric" and not rmse > 0):
             continue
+        col = np.full(len(records), -np.inf)
         vals = [field_value(spec, r) for r in records]
-        idx = np.array([i for i, v in enumerate(vals) if v is not None], np.int64)
-        if not len(idx):
-            continue
-        y = model.probes.raw(emb[idx], name)
+        y = model.probes.raw(emb, name)
         if p["kind"] == "categorical":
             lookup = {str(c): j for j, c in enumerate(p["classes"])}
-            cls = np.array([lookup.get(str(vals[i]), -1) for i in idx])
+            cls = np.array([lookup.get(str(v), -1) if v is not None else -1 for v in vals])
             z = y - y.max(axis=1, keepdims=True)
             logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
-            known = cls >= 0
-            lp = logp[np.flatnonzero(known), cls[known]]
-            out[idx[known]] += -np.maximum(lp, math.log(MIN_PROBE_PROBABILITY))
+            ok = np.flatnonzero(cls >= 0)
+            lp = np.maximum(logp[ok, cls[ok]], math.log(MIN_PROBE_PROBABILITY))
+            col[ok] = -lp - math.log(len(lookup))
         else:
-            rmse = (p.get("heldout") or {}).get("rmse")
-            if not rmse or not math.isfinite(float(rmse)):
-                continue
-            r = (np.asarray([vals[i] for i in idx], np.float64) - y[:, 0]) / float(rmse)
-            out[idx] += np.log1p(0.5 * r * r)
-    return out
+            ok = np.array([i for i, v in enumerate(vals) if v is not None], np.int64)
+            if len(ok):
+                r = (np.asarray([vals[i] for i in ok], np.float64) - y[ok, 0]) / rmse
+                spread = 4.0 * max(float(spec.std), rmse)
+                col[ok] = 1.5 * np.log1p(0.5 * r * r) + math.log(2 * math.sqrt(2) * rmse / spread)
+        names.append(name)
+        cols.append(col)
+    ev = np.stack(cols, axis=1) if cols else np.full((len(records), 0), -np.inf)
+    return names, ev
+
+
+def anomaly_scores(
+    model: ContrastiveModel,
+    image: np.ndarray,
+    meta: np.ndarray,
+    records: Sequence[Mapping[str, Any]] | None = None,
+    *,
+    block: int = 4096,
+) -> tuple[np.ndarray, np.ndarray]:
+    """How likely each item's stored metadata is wrong, in nats: ``(score, rank)``.
+
+    The log of the summed likelihood ratios of the alternatives "one field was recorded
+    wrongly" (:func:`probe_evidence`, per field, from ``records``) and "the whole record
+    belongs to another image" (:func:`mismatch_scores`, from the embeddings); with equal
+    priors, this is the evidence that *something* is wrong. Without records or probes it is
+    the embeddings' score alone. ``rank``: of the own metadata among all (1 = best).
+    """
+    scale = float(model.net.logit_scale.detach().exp().clamp(max=100.0))
+    score, rank = mismatch_scores(image, meta, scale=scale, block=block)
+    if records is None or not len(model.probes):
+        return score, rank
+    _, ev = probe_evidence(model, image, records)
+    terms = np.concatenate([score[:, None], ev], axis=1)
+    top = terms.max(axis=1)
+    return top + np.log(np.exp(terms - top[:, None]).sum(axis=1)), rank
 
 
 def anomalies(
@@ -386,30 +422,28 @@ def anomalies(
 ) -> list[dict[str, Any]]:
     """Rank catalogued images by how badly their stored metadata fits their content.
 
-    For each item the cosine of its image with its own metadata is compared with the cosines
-    of its image against every stored metadata: ``z = (own - mean) / std``. A well-described
-    image has its own metadata far above the crowd (large z); a wrong detector or
-    magnification, or a broken frame, has not. The score is ``-z`` (higher = more
-    suspicious). With a catalog, the linear probes' evidence against the stored values
-    (:func:`probe_surprisal`, in nats) is added: the embeddings alone barely notice a wrong
-    detector among otherwise right fields, a detector probe does. Frames whose pixels are all
-    equal (blank or dummy frames; from the catalog's pixel statistics) get
-    :data:`BLANK_SCORE` added, so they rank first. The fields the probes read differently
-    from the stored values (detector, mode, instrument, a magnification or pixel size off by
-    more than 2x) are listed as reasons.
+    The score (:func:`anomaly_scores`, in nats, higher = more suspicious) weighs two kinds of
+    evidence: the contrastive embeddings (does the image pick its own record out of all
+    stored ones?) and, with a catalog, the linear probes field by field (does the image look
+    like the stored detector, magnification, dose ...?). The embeddings alone barely notice
+    one wrong field among right ones; a probe does. Frames whose pixels are all equal (blank
+    or dummy frames; from the catalog's pixel statistics) get :data:`BLANK_SCORE` added, so
+    they rank first. The fields the probes read differently from the stored values
+    (detector, mode, instrument, a magnification or pixel size off by more than 2x) are
+    listed as reasons.
     """
     _check_fresh(index, model)
     n = len(index)
     if n == 0:
         return []
-    score, rank = mismatch_scores(index.image, index.meta, block=block)
     rows = _rows_by_id(catalog, index.ids) if catalog is not None else {}
+    recs = [metadata_record(rows[int(i)]) if int(i) in rows else {} for i in index.ids]
+    score, rank = anomaly_scores(
+        model, index.image, index.meta, recs if rows else None, block=block
+    )
     # a frame without content (every pixel equal: a blank, dummy or failed read-out) has no
     # image to match any metadata; it goes above every content-bearing frame
     blank = np.asarray([_is_blank(rows.get(int(i), {})) for i in index.ids], bool)
-    if rows:
-        recs = [metadata_record(rows[int(i)]) if int(i) in rows else {} for i in index.ids]
-        score = score + probe_surprisal(model, index.image, recs)
     score = np.where(blank, BLANK_SCORE + score, score)
     pred = model.predict(index.image) if len(model.probes) else {}
     order = np.argsort(-score, kind="stable")
