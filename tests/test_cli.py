@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -43,6 +44,10 @@ def test_demo_report(demo: tuple[Path, Path]) -> None:
     # the contrastive part: a simulated archive, trained, embedded, searched, mapped
     assert "Contrastive image-metadata model" in html
     assert (out / "contrastive-map.png").read_bytes()[:4] == b"\x89PNG"
+    # two files planted with wrong metadata rank among the first tenth of the 402 anomalies
+    ranks = dict(re.findall(r"(mislabelled_\w+)\.hspy \([^)]*\) ranks (\d+)", html))
+    assert set(ranks) == {"mislabelled_detector", "mislabelled_magnification"}
+    assert all(int(r) <= 40 for r in ranks.values()), ranks
 
 
 def test_catalog_list_where_and_json(demo: tuple[Path, Path]) -> None:

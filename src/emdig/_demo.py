@@ -116,8 +116,43 @@ def demo_figures(output: Path, cat: Catalog, *, echo: Any = print) -> list[str]:
     ]
 
 
+def plant_mislabelled(archive: Path, *, seed: int) -> dict[str, str]:
+    """Two more simulated images in ``archive`` whose files carry wrong metadata: the
+    detector swapped (BF for HAADF and so on) and the magnification 10x too high (with the
+    pixel size that follows from it), as a mistyped or stale setting would leave them.
+    Returns file name -> what is wrong."""
+    from dataclasses import replace
+
+    import numpy as np
+
+    from .contrastive.simulate import sample_params, simulate_image, write_image
+
+    p_det, p_mag = sample_params(np.random.default_rng(seed + 1), 2)
+    swap = {"HAADF": "BF", "ADF": "ABF", "BF": "HAADF", "ABF": "ADF"}
+    det = swap.get(p_det.detector, "BF")
+    wrong = {
+        "mislabelled_detector.hspy": (
+            p_det,
+            replace(p_det, detector=det),
+            f"{p_det.detector} image stored as {det}",
+        ),
+        "mislabelled_magnification.hspy": (
+            p_mag,
+            replace(
+                p_mag,
+                magnification=p_mag.magnification * 10,
+                pixel_size_nm=p_mag.pixel_size_nm / 10,
+            ),
+            "magnification stored 10x too high",
+        ),
+    }
+    for name, (true, stored, _) in wrong.items():
+        write_image(archive / name, simulate_image(true, size=256), stored)
+    return {name: what for name, (_, _, what) in wrong.items()}
+
+
 def demo_contrastive(
-    output: Path, cat: Catalog, *, n: int = 400, epochs: int = 8, echo: Any = print
+    output: Path, cat: Catalog, *, n: int = 400, epochs: int = 16, echo: Any = print
 ) -> list[str]:
     """Simulate a small STEM archive, ingest it, train the contrastive model, embed, and run
     search, prediction and anomaly ranking; return the report section."""
@@ -135,6 +170,7 @@ def demo_contrastive(
 
     archive = output / "stem-archive"
     simulate_archive(archive, n=n, seed=11, size=256, workers=2)
+    planted = plant_mislabelled(archive, seed=11)
     ingest([archive], catalog=cat)
     where = "path like '%stem-archive%'"
     cdir = contrastive_dir(cat.path)
@@ -149,7 +185,11 @@ def demo_contrastive(
     index = embed_catalog(cat, res.model, where=where)
     hits = search_meta("detector=BF voltage_kv=300", model=res.model, index=index, k=5)
     echo("search detector=BF voltage_kv=300: " + ", ".join(Path(h["path"]).name for h in hits))
-    ranked = anomalies(model=res.model, index=index, catalog=cat, top=5)
+    ranked = anomalies(model=res.model, index=index, catalog=cat, top=None)
+    place = {Path(r["path"]).name: r["rank"] for r in ranked}
+    found = "; ".join(f"{name} ({what}) ranks {place.get(name)}" for name, what in planted.items())
+    echo(f"anomalies among {len(ranked)} images: {found}")
+    ranked = ranked[:8]
     png = projection_map(
         index, catalog=cat, color_by="detector", out=output / "contrastive-map.png"
     )
@@ -172,6 +212,10 @@ def demo_contrastive(
         "<h3>Held-out figures</h3><table>" + rows + "</table>"
         "<h3>search --meta 'detector=BF voltage_kv=300'</h3>"
         "<table><tr><th>rank</th><th>file</th><th>score</th></tr>" + hit_rows + "</table>"
-        "<h3>anomalies</h3><table><tr><th>rank</th><th>file</th><th>score</th>"
+        "<h3>anomalies</h3>"
+        f"<p>Files planted with wrong metadata (the image simulated with the true settings):"
+        f" {html.escape(found)}, among {len(place)} images. Score: evidence in nats that the"
+        " stored metadata is wrong.</p>"
+        "<table><tr><th>rank</th><th>file</th><th>score</th>"
         "<th>reasons</th></tr>" + anom_rows + "</table>"
     ]

@@ -172,14 +172,30 @@ def test_anomaly_evidence_by_hand() -> None:
     want = np.log(np.exp(logits).sum(axis=1)) - np.diag(logits) - math.log(4)
     np.testing.assert_allclose(score, want)
     assert rank.tolist() == [1, 1, 1, 4] and score.argmax() == 3
+    # calibrated on records swapped between images: own pairs below 0, a swapped one above
+    from emdig.contrastive.tasks import _calibrated_mismatch
+
+    img = rng.normal(size=(60, d))
+    img /= np.linalg.norm(img, axis=1, keepdims=True)
+    meta = img + 0.7 * rng.normal(size=img.shape) / math.sqrt(d)
+    meta /= np.linalg.norm(meta, axis=1, keepdims=True)
+    meta[[0, 1]] = meta[[1, 0]]  # two images whose records were exchanged
+    cal, _ = _calibrated_mismatch(img, meta, 10.0, 4096)
+    raw, _ = mismatch_scores(img, meta, scale=10.0)
+    assert np.corrcoef(cal, raw)[0, 1] > 0.999  # an increasing affine map of the raw score
+    assert cal[0] > 0 and cal[1] > 0 and np.median(cal[2:]) < 0
+    assert set(np.argsort(-cal)[:2]) == {0, 1}
     # together: log(exp(embeddings) + sum of exp(field evidence)), per item
-    total, _ = anomaly_scores(model, img, meta, recs[:4])
+    recs4 = recs[:4] * 15
+    emb60 = np.zeros((60, d))
+    emb60[:, :2] = emb[np.arange(60) % 4, :2]
+    model_img = np.concatenate([emb60[:, :2], img[:, 2:]], axis=1)
+    total, _ = anomaly_scores(model, model_img, meta, recs4)
     s = float(model.net.logit_scale.detach().exp())
-    alone, _ = mismatch_scores(img, meta, scale=s)
-    _, ev4 = probe_evidence(model, img, recs[:4])
-    want = np.log(np.exp(alone) + np.exp(ev4).sum(axis=1))
-    np.testing.assert_allclose(total, want)
-    np.testing.assert_allclose(anomaly_scores(model, img, meta)[0], alone)
+    alone, _ = _calibrated_mismatch(model_img, meta, s, 4096)
+    _, ev = probe_evidence(model, model_img, recs4)
+    np.testing.assert_allclose(total, np.log(np.exp(alone) + np.exp(ev).sum(axis=1)))
+    np.testing.assert_allclose(anomaly_scores(model, model_img, meta)[0], alone)
 
 
 def test_tasks(trained: dict[str, Path], tmp_path: Path) -> None:

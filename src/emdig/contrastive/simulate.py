@@ -62,6 +62,7 @@ __all__ = [
     "simulate_archive",
     "simulate_image",
     "wavelength_pm",
+    "write_image",
 ]
 
 log = logging.getLogger(__name__)
@@ -1259,7 +1260,9 @@ def _hspy_acq(p: StemParams) -> dict[str, Any]:
     }
 
 
-def _write(path: Path, data: np.ndarray, p: StemParams) -> None:
+def write_image(path: Path, data: np.ndarray, p: StemParams) -> None:
+    """Write one simulated image as HSPY with ``p`` as its recorded metadata (atomically:
+    through a ``.part`` file)."""
     from rsciio.hspy import file_writer
 
     axes = [
@@ -1302,7 +1305,7 @@ def _work(job: tuple[str, int, list[tuple[int, StemParams]]]) -> list[int]:
     done = []
     for i, p in items:
         img = simulate_image(p, size=size)
-        _write(Path(out) / _name(i), img, p)
+        write_image(Path(out) / _name(i), img, p)
         done.append(i)
     return done
 

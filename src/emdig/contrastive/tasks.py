@@ -303,28 +303,71 @@ def _is_blank(row: Mapping[str, Any]) -> bool:
     return (lo is not None and hi is not None and lo == hi) or (sd is not None and sd == 0)
 
 
+def _own_and_lse(
+    image: np.ndarray, meta: np.ndarray, scale: float, block: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per image: the scaled cosine with its own metadata, the log-sum-exp of its scaled
+    cosines with all metadata, and the rank of its own among them (1 = best)."""
+    n = len(image)
+    own = scale * np.einsum("ij,ij->i", image, meta).astype(np.float64)
+    lse = np.empty(n, np.float64)
+    rank = np.empty(n, np.int64)
+    for i in range(0, n, block):
+        sim = scale * (image[i : i + block] @ meta.T).astype(np.float64)
+        top = sim.max(axis=1)
+        lse[i : i + block] = top + np.log(np.exp(sim - top[:, None]).sum(axis=1))
+        rank[i : i + block] = (sim > own[i : i + block, None]).sum(axis=1) + 1
+    return own, lse, rank
+
+
 def mismatch_scores(
     image: np.ndarray, meta: np.ndarray, *, scale: float = 1.0, block: int = 4096
 ) -> tuple[np.ndarray, np.ndarray]:
     """How badly each image fits its own metadata, from unit embeddings ``(N, D)`` in pairs.
 
-    Returns ``(score, rank)``. ``score`` is a log-likelihood ratio in nats: ``-log p(own)``
-    less ``log N``, ``p(own)`` being the softmax weight of the image's own metadata among all
-    ``N`` at the logit ``scale`` (the model's inverse temperature). Above 0 the image fits its
-    own record worse than a record drawn at random; a well-described image scores far below
-    0. ``rank`` is the rank of its own metadata among all (1 = best).
+    Returns ``(score, rank)``. ``score`` is ``-log p(own) - log N`` in nats, ``p(own)`` being
+    the softmax weight of the image's own metadata among all ``N`` at the logit ``scale``
+    (the model's inverse temperature): above 0 the image fits its own record worse than a
+    record drawn at random. ``rank`` is the rank of its own metadata among all (1 = best).
     """
+    own, lse, rank = _own_and_lse(image, meta, scale, block)
+    return lse - own - math.log(max(1, len(image))), rank
+
+
+def _calibrated_mismatch(
+    image: np.ndarray, meta: np.ndarray, scale: float, block: int, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`mismatch_scores` turned into a log-likelihood ratio of "this record belongs to
+    another image" against "it is the image's own".
+
+    The alternative's distribution is observed in the archive itself: each image paired with
+    another item's record (a seeded permutation; pairs whose records embed identically, as
+    within one session, are left out). A one-dimensional logistic regression of own (0)
+    against swapped (1) pairs on the score gives the log-odds, with equal numbers of each,
+    the log-likelihood ratio. A weak model, whose own and swapped pairs overlap, so weighs
+    its embeddings little; a strong one much. Returns ``(log-ratio, rank)``.
+    """
+    from .evaluate import logistic_fit
+
     n = len(image)
-    own = scale * np.einsum("ij,ij->i", image, meta).astype(np.float64)
-    score = np.empty(n, np.float64)
-    rank = np.empty(n, np.int64)
-    for i in range(0, n, block):
-        sim = scale * (image[i : i + block] @ meta.T).astype(np.float64)
-        top = sim.max(axis=1)
-        lse = top + np.log(np.exp(sim - top[:, None]).sum(axis=1))
-        score[i : i + block] = lse - own[i : i + block] - math.log(n)
-        rank[i : i + block] = (sim > own[i : i + block, None]).sum(axis=1) + 1
-    return score, rank
+    own, lse, rank = _own_and_lse(image, meta, scale, block)
+    log_n = math.log(max(1, n))
+    score = lse - own - log_n
+    if n < 4:
+        return score, rank
+    other = np.random.default_rng(seed).permutation(n)
+    other = np.where(other == np.arange(n), (other + 1) % n, other)
+    distinct = np.einsum("ij,ij->i", meta, meta[other]) < 0.9999
+    swapped = (lse - scale * np.einsum("ij,ij->i", image, meta[other]) - log_n)[distinct]
+    if len(swapped) < 2:
+        return score, rank
+    k = min(n, len(swapped))
+    x = np.concatenate([score[:k], swapped[:k]])[:, None]
+    y = np.repeat([0, 1], k)
+    mu, sd = float(x.mean()), float(x.std()) + 1e-9
+    w, b = logistic_fit((x - mu) / sd, y, 2)
+    slope, offset = float(w[0, 1] - w[0, 0]) / sd, float(b[1] - b[0])
+    return slope * (score - mu) + offset, rank
 
 
 #: The least probability a categorical probe may give a stored class, so that one confident
@@ -398,12 +441,13 @@ def anomaly_scores(
 
     The log of the summed likelihood ratios of the alternatives "one field was recorded
     wrongly" (:func:`probe_evidence`, per field, from ``records``) and "the whole record
-    belongs to another image" (:func:`mismatch_scores`, from the embeddings); with equal
-    priors, this is the evidence that *something* is wrong. Without records or probes it is
-    the embeddings' score alone. ``rank``: of the own metadata among all (1 = best).
+    belongs to another image" (:func:`mismatch_scores` from the embeddings, calibrated on
+    records swapped between the archive's images); with equal priors, this is the evidence
+    that *something* is wrong. Without records or probes it is the embeddings' term alone.
+    ``rank``: of the own metadata among all (1 = best).
     """
     scale = float(model.net.logit_scale.detach().exp().clamp(max=100.0))
-    score, rank = mismatch_scores(image, meta, scale=scale, block=block)
+    score, rank = _calibrated_mismatch(image, meta, scale, block)
     if records is None or not len(model.probes):
         return score, rank
     _, ev = probe_evidence(model, image, records)
