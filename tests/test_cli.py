@@ -89,7 +89,7 @@ def test_catalog_rejects_injection(demo: tuple[Path, Path]) -> None:
     _, db = demo
     r = runner.invoke(app, ["catalog", "stats", "-c", str(db), "--json"])
     before = json.loads(r.output)["micrographs"]
-    assert before == 428
+    assert before == 430  # 20 sample files, 8 figure panels, 400 + 2 simulated STEM images
     for bad in (
         "detector = 'x' or 1=1 --",
         "voltage_kv >= 200; DROP TABLE files",

@@ -49,12 +49,19 @@ def _db_count(db: Path, sql: str = "SELECT count(*) FROM files") -> int:
         return 0
 
 
+def _default_sigint() -> None:
+    # a test run started in the background (`make test &`) ignores SIGINT, the child would
+    # inherit that and Python would then install no KeyboardInterrupt handler: restore it
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _start(folder: Path, db: Path, *extra: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [EMDIG, "ingest", str(folder), "--catalog", str(db), "--json", *extra],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=_default_sigint,
     )
 
 

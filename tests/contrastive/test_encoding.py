@@ -257,3 +257,5 @@ def test_texture_statistics_match_a_plain_numpy_reference() -> None:
     assert got.shape == (6, N_STATS) and got.dtype == np.float32
     np.testing.assert_allclose(got, np.stack([reference(im) for im in x]), atol=2e-4)
     assert texture_statistics(np.zeros((0, 40, 56), np.float32)).shape == (0, N_STATS)
+    with pytest.raises(ValueError, match="8 x 40 px"):
+        texture_statistics(np.zeros((1, 8, 40), np.float32))  # no room for the 8-px lag

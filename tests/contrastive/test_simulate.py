@@ -268,7 +268,7 @@ def test_archive_round_trip_and_determinism(tmp_path: Path) -> None:
 def test_bright_field_inner_angle_zero_is_read(tmp_path: Path) -> None:
     # the tag rows for emdig's Detector.STEM node: a BF detector starts at 0 mrad
     p = make_params(detector="BF", camera_length_mm=115.0)
-    sim._write(tmp_path / "bf.hspy", np.zeros((8, 8), np.uint16), p)
+    sim.write_image(tmp_path / "bf.hspy", np.zeros((8, 8), np.uint16), p)
     [m] = emdig.read(tmp_path / "bf.hspy")
     assert m.acquisition.collection_inner_mrad == 0.0
     assert m.acquisition.collection_outer_mrad == pytest.approx(

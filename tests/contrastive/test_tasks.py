@@ -120,8 +120,21 @@ def test_anomaly_evidence_by_hand() -> None:
     w_mag[1, 0] = 1.0  # log10 magnification = 6 + e1
     info = [
         {"field": "detector", "kind": "categorical", "log": False, "classes": ["BF", "HAADF"]},
-        {"field": "magnification", "kind": "numeric", "log": True, "heldout": {"rmse": 0.1}},
+        {
+            "field": "magnification",
+            "kind": "numeric",
+            "log": True,
+            "heldout": {"rmse": 0.1, "n": 50},
+        },
         {"field": "dwell_us", "kind": "numeric", "log": True},  # no held-out RMSE: no evidence
+        # an RMSE from too few held-out items, and a probe of one class: no evidence either
+        {
+            "field": "beam_current_pa",
+            "kind": "numeric",
+            "log": True,
+            "heldout": {"rmse": 1e-3, "n": 3},
+        },
+        {"field": "mode", "kind": "categorical", "log": False, "classes": ["STEM"]},
         {"field": "scan_rotation_deg", "kind": "angle", "log": False, "harmonics": [1]},
     ]
     model.probes = LinearProbes(
@@ -130,12 +143,16 @@ def test_anomaly_evidence_by_hand() -> None:
             "detector": w_det,
             "magnification": w_mag,
             "dwell_us": w_mag,
+            "beam_current_pa": w_mag,
+            "mode": np.zeros((d, 1)),
             "scan_rotation_deg": np.zeros((d, 2)),
         },
         biases={
             "detector": np.zeros(2),
             "magnification": np.array([6.0]),
             "dwell_us": np.array([0.0]),
+            "beam_current_pa": np.array([0.0]),
+            "mode": np.zeros(1),
             "scan_rotation_deg": np.zeros(2),
         },
     )
@@ -143,7 +160,14 @@ def test_anomaly_evidence_by_hand() -> None:
     emb[:, 0] = [1.0, 1.0, 1.0, 5.0, 0.0]
     emb[:, 1] = [0.0, 0.0, 0.3, 0.0, 0.0]
     recs = [
-        {"detector": "BF", "magnification": 1e6, "dwell_us": 50.0, "scan_rotation_deg": 90.0},
+        {
+            "detector": "BF",
+            "magnification": 1e6,
+            "dwell_us": 50.0,
+            "beam_current_pa": 80.0,
+            "mode": "STEM",
+            "scan_rotation_deg": 90.0,
+        },
         {"detector": "HAADF", "magnification": 1e6},
         {"detector": "ABF", "magnification": 1e6},  # a class the probe never saw; mag off 3 RMSE
         {"detector": "HAADF"},  # p = e^-20 / (1 + e^-20): clipped at 1e-3
@@ -185,6 +209,12 @@ def test_anomaly_evidence_by_hand() -> None:
     assert np.corrcoef(cal, raw)[0, 1] > 0.999  # an increasing affine map of the raw score
     assert cal[0] > 0 and cal[1] > 0 and np.median(cal[2:]) < 0
     assert set(np.argsort(-cal)[:2]) == {0, 1}
+    # too few items, or no two distinct records: the raw score
+    few, _ = _calibrated_mismatch(img[:3], meta[:3], 10.0, 4096)
+    np.testing.assert_allclose(few, mismatch_scores(img[:3], meta[:3], scale=10.0)[0])
+    same = np.repeat(meta[:1], 10, axis=0)
+    one, _ = _calibrated_mismatch(img[:10], same, 10.0, 4096)
+    np.testing.assert_allclose(one, mismatch_scores(img[:10], same, scale=10.0)[0])
     # together: log(exp(embeddings) + sum of exp(field evidence)), per item
     recs4 = recs[:4] * 15
     emb60 = np.zeros((60, d))

@@ -24,7 +24,9 @@ __all__ = [
 ]
 
 #: The ``arch`` tag written into every config; a config without it is not ours.
-ARCH = "emdig-contrastive-v1"
+# v2: texture statistics with difference bins centred on zero (113 values, v1 had 115); a v1
+# model must be trained again
+ARCH = "emdig-contrastive-v2"
 
 FieldKind = Literal["numeric", "categorical", "angle"]
 
@@ -206,7 +208,11 @@ class ContrastiveConfig:
         except json.JSONDecodeError as e:
             raise ModelError(f"model config is not valid JSON: {e}", path=source) from None
         if not isinstance(d, dict) or d.pop("arch", None) != ARCH:
-            raise ModelError(f"model config does not describe an {ARCH} model", path=source)
+            raise ModelError(
+                f"model config does not describe an {ARCH} model (one made by an older emdig "
+                "must be trained again)",
+                path=source,
+            )
         try:
             img = d.pop("image", {})
             img["widths"] = tuple(img.get("widths", ImageEncoderConfig.widths))

@@ -187,10 +187,14 @@ class _Histogram:
         self.offset = (step - first) * self.scale - 0.5
 
     def log_frequencies(self, values: np.ndarray, work: np.ndarray) -> np.ndarray:
-        """Log-frequencies ``(n + 2,)`` of ``values`` (float32, 2-D); ``work``: a ``uint8``
-        buffer of their shape."""
-        cv2.addWeighted(values, self.scale, values, 0.0, self.offset, dst=work, dtype=cv2.CV_8U)
-        c = cv2.calcHist([work], [0], None, [256], [0, 256]).ravel()
+        """Log-frequencies ``(n + 2,)`` of finite ``values`` (float32, 2-D); ``work``: a
+        ``uint8`` buffer of their shape. A value exactly on an edge goes to the bin OpenCV's
+        round-half-to-even picks."""
+        u8 = cv2.addWeighted(
+            values, self.scale, values, 0.0, self.offset, dst=work, dtype=cv2.CV_8U
+        )
+        assert u8.shape == values.shape
+        c = cv2.calcHist([u8], [0], None, [256], [0, 256]).ravel()
         counts = c[: self.n + 2].astype(np.float64)
         counts[-1] += c[self.n + 2 :].sum()  # everything above the range
         out: np.ndarray = np.log(counts / values.size + 1e-4)
@@ -202,7 +206,8 @@ _DIFF_HIST = _Histogram(_DIFF_EDGES)
 
 
 def texture_statistics(regions: np.ndarray) -> np.ndarray:
-    """Texture statistics of normalised regions ``(N, H, W)``: ``(N, N_STATS)`` float32.
+    """Texture statistics of finite normalised regions ``(N, H, W)`` (both sides above the
+    longest lag, 8 px): ``(N, N_STATS)`` float32.
 
     Per region: the log-frequencies of the intensity histogram and of the histograms of
     vertical and horizontal neighbour differences, the normalised autocorrelation along and
@@ -215,6 +220,8 @@ def texture_statistics(regions: np.ndarray) -> np.ndarray:
     """
     r = np.asarray(regions, np.float32)
     n, h, w = r.shape
+    if min(h, w) <= max(_LAGS):
+        raise ValueError(f"regions of {h} x {w} px: texture statistics need more than {max(_LAGS)}")
     out = np.empty((n, N_STATS), np.float32)
     if n == 0:
         return out

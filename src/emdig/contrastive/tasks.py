@@ -292,9 +292,8 @@ def predict(
 
 
 # -------------------------------------------------------------------------- anomalies
-#: Added to the score of a frame whose pixels are all equal: above any content-bearing frame
-#: (the embeddings' term is at most twice the logit scale, at most 100, and the probes' a few
-#: tens of nats).
+#: Added to the score of a frame whose pixels are all equal (such frames are also sorted
+#: first whatever their score).
 BLANK_SCORE = 1000.0
 
 
@@ -309,11 +308,13 @@ def _own_and_lse(
     """Per image: the scaled cosine with its own metadata, the log-sum-exp of its scaled
     cosines with all metadata, and the rank of its own among them (1 = best)."""
     n = len(image)
-    own = scale * np.einsum("ij,ij->i", image, meta).astype(np.float64)
+    own = np.empty(n, np.float64)
     lse = np.empty(n, np.float64)
     rank = np.empty(n, np.int64)
     for i in range(0, n, block):
         sim = scale * (image[i : i + block] @ meta.T).astype(np.float64)
+        rows = np.arange(len(sim))
+        own[i : i + block] = sim[rows, i + rows]  # the same products as the rest of the row
         top = sim.max(axis=1)
         lse[i : i + block] = top + np.log(np.exp(sim - top[:, None]).sum(axis=1))
         rank[i : i + block] = (sim > own[i : i + block, None]).sum(axis=1) + 1
@@ -327,8 +328,9 @@ def mismatch_scores(
 
     Returns ``(score, rank)``. ``score`` is ``-log p(own) - log N`` in nats, ``p(own)`` being
     the softmax weight of the image's own metadata among all ``N`` at the logit ``scale``
-    (the model's inverse temperature): above 0 the image fits its own record worse than a
-    record drawn at random. ``rank`` is the rank of its own metadata among all (1 = best).
+    (the model's inverse temperature, ``exp(logit_scale)``; the default 1 scores raw
+    cosines): above 0 the image fits its own record worse than a record drawn at random.
+    ``rank`` is the rank of its own metadata among all (1 = best).
     """
     own, lse, rank = _own_and_lse(image, meta, scale, block)
     return lse - own - math.log(max(1, len(image))), rank
@@ -361,14 +363,18 @@ def _calibrated_mismatch(
     swapped = (lse - scale * np.einsum("ij,ij->i", image, meta[other]) - log_n)[distinct]
     if len(swapped) < 2:
         return score, rank
-    k = min(n, len(swapped))
-    x = np.concatenate([score[:k], swapped[:k]])[:, None]
-    y = np.repeat([0, 1], k)
+    # the same images on both sides: their own records, and the swapped ones kept
+    x = np.concatenate([score[distinct], swapped])[:, None]
+    y = np.repeat([0, 1], len(swapped))
     mu, sd = float(x.mean()), float(x.std()) + 1e-9
     w, b = logistic_fit((x - mu) / sd, y, 2)
-    slope, offset = float(w[0, 1] - w[0, 0]) / sd, float(b[1] - b[0])
+    # a worse fit to the own record is never evidence *for* it (a weak model may fit noise)
+    slope, offset = max(0.0, float(w[0, 1] - w[0, 0]) / sd), float(b[1] - b[0])
     return slope * (score - mu) + offset, rank
 
+
+#: The fewest held-out items a numeric probe's RMSE must come from to be trusted as a scale.
+MIN_HELDOUT = 10
 
 #: The least probability a categorical probe may give a stored class, so that one confident
 #: probe is strong evidence but not unbounded (at most ``-log`` of this, 6.9 nats).
@@ -392,9 +398,10 @@ def probe_evidence(
       freedom), so a probe that is merely unsure is not proof:
       ``1.5 log(1 + r^2 / 2) + log(2 sqrt(2) RMSE / (4 std))``.
 
-    Fields missing from a record, classes the probe never saw, angles (their probes are weak
-    and periodic) and numeric probes without a held-out RMSE (a model trained without a
-    held-out split) give no evidence: ``-inf``. Returns the field names and ``(N, F)``.
+    Fields missing from a record, classes the probe never saw, categorical probes of one
+    class, angles (their probes are weak and periodic) and numeric probes without an RMSE
+    from at least :data:`MIN_HELDOUT` held-out items give no evidence: ``-inf``. Returns the
+    field names and ``(N, F)``.
     """
     specs = {s.name: s for s in model.fields}
     emb = np.asarray(image, np.float64)
@@ -403,8 +410,14 @@ def probe_evidence(
     for p in model.probes.info if len(records) else []:
         name = str(p["field"])
         spec = specs.get(name)
-        rmse = float((p.get("heldout") or {}).get("rmse") or 0.0)
-        if spec is None or p["kind"] == "angle" or (p["kind"] == "numeric" and not rmse > 0):
+        held = p.get("heldout") or {}
+        rmse = float(held.get("rmse") or 0.0)
+        if (
+            spec is None
+            or p["kind"] == "angle"
+            or (p["kind"] == "categorical" and len(p.get("classes", ())) < 2)
+            or (p["kind"] == "numeric" and not (rmse > 0 and held.get("n", 0) >= MIN_HELDOUT))
+        ):
             continue
         col = np.full(len(records), -np.inf)
         vals = [field_value(spec, r) for r in records]
@@ -490,7 +503,7 @@ def anomalies(
     blank = np.asarray([_is_blank(rows.get(int(i), {})) for i in index.ids], bool)
     score = np.where(blank, BLANK_SCORE + score, score)
     pred = model.predict(index.image) if len(model.probes) else {}
-    order = np.argsort(-score, kind="stable")
+    order = np.lexsort((-score, ~blank))  # blank frames first, then by score
     if top is not None:
         order = order[:top]
     out: list[dict[str, Any]] = []
