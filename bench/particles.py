@@ -120,7 +120,8 @@ def synthetic_errors(model_path: Path, n: int = 60, block: int = 12) -> dict[str
     model = load_model(model_path)
     preds, truths, scenes = [], [], []
     for k, s in enumerate(synth_batch(SynthConfig(shape=(768, 768)), n, seed=90_000)):
-        preds.append(detect(s.image, pixel_size_nm=s.pixel_size_nm, model=model, name=f"s{k}").points)
+        r = detect(s.image, pixel_size_nm=s.pixel_size_nm, model=model, name=f"s{k}")
+        preds.append(r.points)
         truths.append(synthetic_truth(s.particles, image=f"s{k}"))
         scenes.append(s)
     fp: dict[str, int] = {}
@@ -135,9 +136,9 @@ def synthetic_errors(model_path: Path, n: int = 60, block: int = 12) -> dict[str
                 j = int(np.argmin(dn))
                 if dn[j] < 0.6 * neg["diameter_nm"][j] / s.pixel_size_nm + 4:
                     kind = str(neg["kind"][j])
-            if kind == "unlabelled" and len(t):
-                if np.hypot(t.x_px - p.x_px[i], t.y_px - p.y_px[i]).min() < 25:
-                    kind = "near gold"
+            near = len(t) and np.hypot(t.x_px - p.x_px[i], t.y_px - p.y_px[i]).min() < 25
+            if kind == "unlabelled" and near:
+                kind = "near gold"
             fp[kind] = fp.get(kind, 0) + 1
         for j in m.unmatched_truth:
             row = s.particles[j]
@@ -280,7 +281,9 @@ def _row(e: dict[str, Any]) -> dict[str, Any]:
 
 def synthetic_only() -> int:
     """``--synthetic-only``: the shipped model on 60 held-out synthetic images, with the kinds
-    of its errors (no real data and no training needed; ``bench/results/particles_synthetic.json``)."""
+    of its errors (no real data and no training needed).
+
+    Results: ``bench/results/particles_synthetic.json``."""
     torch.set_num_threads(2)
     r = {"command": "python bench/particles.py --synthetic-only", **synthetic_errors(SHIPPED)}
     print(
