@@ -16,7 +16,8 @@ tuned by grid search (in-sample and leave-one-image-out); and Gold Digger's pix2
 generator over 256-px tiles (random weights: timing only), with our speed ratio against it.
 
 ``python bench/particles.py --synthetic-only`` measures the shipped model on 60 held-out
-synthetic images alone (F1 per block of 12 images, and what each error is).
+synthetic images alone (F1 per block of 12 images, and what each error is); ``--loo-only``
+the leave-one-image-out rows alone.
 
 Run: ``python bench/particles.py`` (about 15 minutes on 2 cores the first time, when the
 leave-one-out models are trained; results in ``bench/results/particles.json``).
@@ -297,9 +298,33 @@ def synthetic_only() -> int:
     return 0
 
 
+def loo_only() -> int:
+    """``--loo-only``: the leave-one-image-out rows alone (models trained when missing), with
+    the synthetic-only base (``bench/results/particles_loo.json``). The models are re-trained
+    whenever ``build/`` lacks them; training is not bit-reproducible across runs (thread
+    timing in the float reductions), so this shows how much the figures move from run to run."""
+    images, truth = load_immunogold()
+    names = sorted(images)
+    r: dict[str, Any] = {
+        "command": "python bench/particles.py --loo-only",
+        "loo": {n: _row(score(loo_model(n), images, truth, [n])) for n in names},
+        "base_synthetic_only": {n: _row(score(BASE, images, truth, [n])) for n in names},
+    }
+    for n in names:
+        v = r["loo"][n]
+        print(f"{n}: F1 {v['f1']:.3f}, 6 nm {v['f1_6nm']:.3f}, 12 nm {v['f1_12nm']:.3f}, "
+              f"|dd| {v['diameter_median_abs_nm']:.2f} nm")  # fmt: skip
+    out = ROOT / "bench" / "results" / "particles_loo.json"
+    out.write_text(json.dumps(r, indent=1))
+    log(f"results: {out}")
+    return 0
+
+
 def main() -> int:
     if "--synthetic-only" in sys.argv[1:]:
         return synthetic_only()
+    if "--loo-only" in sys.argv[1:]:
+        return loo_only()
     t_start = time.perf_counter()
     images, truth = load_immunogold()
     names = sorted(images)
