@@ -225,6 +225,8 @@ def fit_verifier(model, args, progress) -> object:  # type: ignore[no-untyped-de
         weights=[w_real] * len(items) + [1.0] * len(synth_items),
         steps=args.verifier_steps,
         seed=args.seed,
+        hard_mining=args.verifier_hard_mining,
+        mine=[False] * len(items) + [True] * len(synth_items),
         progress=progress,
     )
     print(f"verifier: {json.dumps(vinfo)}")
@@ -278,6 +280,12 @@ def main() -> int:
         "--verifier-gold-attenuation",
         default="4.2,6.0",
         help="SynthConfig.gold_attenuation_nm_range of the verifier's synthetic images",
+    )
+    ap.add_argument(
+        "--verifier-hard-mining",
+        type=float,
+        default=0.0,
+        help="hard-example mining of the verifier on its synthetic items (0: off)",
     )
     args = ap.parse_args()
     t0 = time.perf_counter()

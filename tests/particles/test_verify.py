@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from emdig.errors import ModelError
 from emdig.particles.annotations import Points, synthetic_truth
@@ -165,6 +166,31 @@ def test_trained_verifier_tells_gold_from_look_alikes(trained: ParticleNet) -> N
     kept = detect(img, pixel_size_nm=PX, model=trained, threshold=0.5).points
     assert label_candidates(kept.x_px, kept.y_px, truth, pixel_size_nm=PX).all()
     assert len(kept) == lab.sum()
+
+
+def test_hard_mining_reweights_only_the_items_it_may_mine() -> None:
+    """Mining on no item trains exactly as without mining; on the scenes it changes the draws."""
+    items = []
+    for k in range(2):
+        img, truth, _ = _scene(k)
+        items.append(VerifierItem(img, PX, truth, name=f"s{k}"))
+
+    def run(**kw: object) -> tuple[dict[str, object], torch.Tensor]:
+        torch.manual_seed(0)  # the same random heat map, so the same candidates
+        m = add_verifier(
+            ParticleNet(ModelConfig(widths=(4, 8))),
+            VerifierConfig(widths=(4, 8, 8), candidate_threshold=0.0),
+            seed=0,
+        )
+        info = train_verifier(m, items, steps=30, batch_size=16, seed=0, **kw)  # type: ignore[arg-type]
+        return info, torch.cat([p.detach().flatten() for p in m.verifier.parameters()])
+
+    _, plain = run()
+    info, none = run(hard_mining=4.0, mine=[False, False])
+    _, mined = run(hard_mining=4.0)
+    assert info["hard_mining"] == 4.0
+    assert torch.equal(plain, none)
+    assert not torch.equal(plain, mined)
 
 
 def test_train_verifier_needs_a_verifier_and_both_kinds() -> None:

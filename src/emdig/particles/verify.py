@@ -387,6 +387,8 @@ def train_verifier(
     batch_size: int = 128,
     lr: float = 3e-3,
     seed: int = 0,
+    hard_mining: float = 0.0,
+    mine: Sequence[bool] | None = None,
     progress: Callable[[int, int, dict[str, float]], None] | None = None,
 ) -> dict[str, Any]:
     """Train ``model.verifier`` in place on the heat map's own candidates in ``items``.
@@ -395,7 +397,11 @@ def train_verifier(
     and look-alike otherwise. Augmentation: random shifts of up to 2 px (the heat map's
     localisation error), the eight flips and quarter turns, and small contrast and brightness
     changes. ``weights`` (one per item) set how often each item's candidates are drawn.
-    The heat-map network is not changed.
+    ``hard_mining`` > 0 draws a candidate, after the first tenth of the steps, with its weight
+    times ``1 + hard_mining * loss / mean loss`` (its running loss), on the items ``mine``
+    allows (default all): use it on items with exact labels only, since mining an image whose
+    annotations miss some gold teaches the verifier to reject gold. The heat-map network is
+    not changed.
 
     Returns
     -------
@@ -424,6 +430,13 @@ def train_verifier(
     if len(labels) < 2 or labels.min() == labels.max():
         raise ValueError("the verifier needs candidates of both kinds (gold and look-alikes)")
     pw = pw / pw.sum()
+    # hard-example mining: a candidate's draw weight grows with its running loss, on the items
+    # ``mine`` allows only (exact synthetic labels; a real image's unannotated gold would be mined
+    # as a "look-alike")
+    minable = np.concatenate(
+        [np.full(len(p[2]), True if mine is None else bool(mine[k])) for k, p in enumerate(parts)]
+    )
+    ema = np.ones(len(labels))
     net: VerifierNet = model.verifier
     net.train()
     opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
@@ -431,7 +444,12 @@ def train_verifier(
     p = net.config.patch
     running = math.nan
     for step in range(1, steps + 1):
-        idx = rng.choice(len(labels), size=batch_size, p=pw)
+        if hard_mining > 0 and minable.any() and step > steps // 10:
+            boost = np.where(minable, 1.0 + hard_mining * ema / ema[minable].mean(), 1.0)
+            q = pw * boost
+            idx = rng.choice(len(labels), size=batch_size, p=q / q.sum())
+        else:
+            idx = rng.choice(len(labels), size=batch_size, p=pw)
         oy, ox = rng.integers(0, 2 * margin + 1, size=(2, batch_size))
         rows = oy[:, None] + np.arange(p)[None, :]
         cols = ox[:, None] + np.arange(p)[None, :]
@@ -445,7 +463,12 @@ def train_verifier(
         b = (b * gain + bias).astype(np.float32)
         xb = torch.from_numpy(np.ascontiguousarray(b))[:, None]
         logits = net(xb, torch.from_numpy(ex[idx]))
-        loss = F.binary_cross_entropy_with_logits(logits, torch.from_numpy(labels[idx]))
+        bce = F.binary_cross_entropy_with_logits(
+            logits, torch.from_numpy(labels[idx]), reduction="none"
+        )
+        loss = bce.mean()
+        if hard_mining > 0:
+            ema[idx] = 0.5 * ema[idx] + 0.5 * bce.detach().numpy()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -459,6 +482,7 @@ def train_verifier(
         "candidates": len(labels),
         "gold": int(labels.sum()),
         "steps": steps,
+        "hard_mining": hard_mining,
         "loss": running,
         "seconds": time.perf_counter() - t0,
     }
