@@ -99,13 +99,27 @@ def synthetic_f1(
     model = load_model(model_path)
     if not verifier:
         model.verifier = None
-    preds, truths = [], []
+    preds, truths, _ = _synthetic_detections(model, n, threshold)
+    return evaluate(Points.concat(preds), Points.concat(truths), pixel_size_nm=PX)
+
+
+def _synthetic_detections(
+    model: Any, n: int, threshold: float | None = None
+) -> tuple[list[Points], list[Points], list[Any]]:
+    """Detections, truths and scenes of the first ``n`` held-out synthetic 768 x 768 images."""
+    preds, truths, scenes = [], [], []
     for k, s in enumerate(synth_batch(SynthConfig(shape=(768, 768)), n, seed=90_000)):
         r = detect(s.image, pixel_size_nm=s.pixel_size_nm, model=model, name=f"s{k}",
                    threshold=threshold)  # fmt: skip
         preds.append(r.points)
         truths.append(synthetic_truth(s.particles, image=f"s{k}"))
-    return evaluate(Points.concat(preds), Points.concat(truths), pixel_size_nm=PX)
+        scenes.append(s)
+    return preds, truths, scenes
+
+
+def _near(points: Points, x: float, y: float, radius_px: float) -> bool:
+    """Whether any of ``points`` lies within ``radius_px`` of ``(x, y)``."""
+    return bool(len(points)) and bool(np.hypot(points.x_px - x, points.y_px - y).min() < radius_px)
 
 
 def synthetic_errors(model_path: Path, n: int = 60, block: int = 12) -> dict[str, Any]:
@@ -118,13 +132,7 @@ def synthetic_errors(model_path: Path, n: int = 60, block: int = 12) -> dict[str
     class and whether it sits in a cluster."""
     from emdig.particles.evaluate import match_points
 
-    model = load_model(model_path)
-    preds, truths, scenes = [], [], []
-    for k, s in enumerate(synth_batch(SynthConfig(shape=(768, 768)), n, seed=90_000)):
-        r = detect(s.image, pixel_size_nm=s.pixel_size_nm, model=model, name=f"s{k}")
-        preds.append(r.points)
-        truths.append(synthetic_truth(s.particles, image=f"s{k}"))
-        scenes.append(s)
+    preds, truths, scenes = _synthetic_detections(load_model(model_path), n)
     fp: dict[str, int] = {}
     fn: dict[str, int] = {}
     for p, t, s in zip(preds, truths, scenes, strict=True):
@@ -137,8 +145,7 @@ def synthetic_errors(model_path: Path, n: int = 60, block: int = 12) -> dict[str
                 j = int(np.argmin(dn))
                 if dn[j] < 0.6 * neg["diameter_nm"][j] / s.pixel_size_nm + 4:
                     kind = str(neg["kind"][j])
-            near = len(t) and np.hypot(t.x_px - p.x_px[i], t.y_px - p.y_px[i]).min() < 25
-            if kind == "unlabelled" and near:
+            if kind == "unlabelled" and _near(t, p.x_px[i], p.y_px[i], 25.0):
                 kind = "near gold"
             fp[kind] = fp.get(kind, 0) + 1
         for j in m.unmatched_truth:
@@ -280,6 +287,16 @@ def _row(e: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _save(results: dict[str, Any], name: str) -> None:
+    """Write ``bench/results/NAME`` atomically (a killed run leaves the old file)."""
+    out = ROOT / "bench" / "results" / name
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".tmp")
+    tmp.write_text(json.dumps(results, indent=1, default=str))
+    os.replace(tmp, out)
+    log(f"results: {out}")
+
+
 def synthetic_only() -> int:
     """``--synthetic-only``: the shipped model on 60 held-out synthetic images, with the kinds
     of its errors (no real data and no training needed).
@@ -292,9 +309,7 @@ def synthetic_only() -> int:
         f"R {r['recall']:.3f}); per 12 images {', '.join(f'{v:.3f}' for v in r['f1_per_block'])}"
     )
     print(f"false positives {r['false_positives']}; misses {r['misses']}")
-    out = ROOT / "bench" / "results" / "particles_synthetic.json"
-    out.write_text(json.dumps(r, indent=1))
-    log(f"results: {out}")
+    _save(r, "particles_synthetic.json")
     return 0
 
 
@@ -314,9 +329,7 @@ def loo_only() -> int:
         v = r["loo"][n]
         print(f"{n}: F1 {v['f1']:.3f}, 6 nm {v['f1_6nm']:.3f}, 12 nm {v['f1_12nm']:.3f}, "
               f"|dd| {v['diameter_median_abs_nm']:.2f} nm")  # fmt: skip
-    out = ROOT / "bench" / "results" / "particles_loo.json"
-    out.write_text(json.dumps(r, indent=1))
-    log(f"results: {out}")
+    _save(r, "particles_loo.json")
     return 0
 
 
@@ -424,12 +437,7 @@ def main() -> int:
         f"{li['peak_rss_mb']:.0f} MB"
     )
     results["seconds"] = time.perf_counter() - t_start
-    out = ROOT / "bench" / "results" / "particles.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(results, indent=1, default=str))
-    os.replace(tmp, out)
-    log(f"results: {out}")
+    _save(results, "particles.json")
     return 0
 
 

@@ -412,6 +412,8 @@ def train_verifier(
 
     if getattr(model, "verifier", None) is None:
         raise ValueError("the model has no verifier (config.verifier is None)")
+    if mine is not None and len(mine) != len(items):
+        raise ValueError(f"mine has {len(mine)} flags for {len(items)} items")
     t0 = time.perf_counter()
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
