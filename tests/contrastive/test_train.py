@@ -383,3 +383,38 @@ def test_hard_negatives_and_feature_noise_are_used_and_recorded() -> None:
     assert math.isfinite(res.history[-1]["loss"])
     # other batches and jittered features: another model from the same seed
     assert res.history[-1]["loss"] != plain.history[-1]["loss"]
+
+
+def test_turn180_turns_crops_and_adds_pi_to_present_angles() -> None:
+    from emdig.contrastive.encoding import EncodedMetadata
+    from emdig.contrastive.train import _turn180
+
+    crops = np.arange(4 * 3 * 3, dtype=np.float32).reshape(4, 3, 3)
+    enc = EncodedMetadata(
+        numeric=np.zeros((4, 1), np.float32),
+        numeric_mask=np.ones((4, 1), bool),
+        angle=np.full((4, 1), 0.5, np.float32),
+        angle_mask=np.array([[True], [True], [False], [True]]),
+        categorical=np.zeros((4, 1), np.int64),
+        categorical_mask=np.ones((4, 1), bool),
+    )
+    out, e2, turned = _turn180(crops, enc, np.random.default_rng(1), 0.5)
+    assert 0 < turned.sum() < 4  # this seed turns some, not all
+    for i in range(4):
+        want = crops[i, ::-1, ::-1] if turned[i] else crops[i]
+        np.testing.assert_array_equal(out[i], want)
+        shift = np.pi if turned[i] and enc.angle_mask[i, 0] else 0.0
+        assert math.isclose(float(e2.angle[i, 0]), 0.5 + shift, rel_tol=1e-6)
+    np.testing.assert_array_equal(enc.angle, 0.5)  # the input is left alone
+    same, e3, none = _turn180(crops, enc, np.random.default_rng(1), 0.0)
+    assert not none.any() and same is crops and e3 is enc
+
+
+def test_rotate180_is_used_and_recorded() -> None:
+    ms = lattice_micrographs(24, seed=3)
+    kw = {"config": TINY, "epochs": 2, "batch_size": 8, "seed": 0, "device": "cpu"}
+    plain = train(ms, **kw)
+    res = train(ms, rotate180=0.5, **kw)
+    assert res.model.config.trained_on["rotate180"] == 0.5
+    assert math.isfinite(res.history[-1]["loss"])
+    assert res.history[-1]["loss"] != plain.history[-1]["loss"]

@@ -183,6 +183,22 @@ def _crops(block: np.ndarray, size: int, rng: np.random.Generator | None) -> np.
     return block[np.arange(len(block))[:, None, None], ys, xs].astype(np.float32)
 
 
+def _turn180(
+    crops: np.ndarray, enc: EncodedMetadata, rng: np.random.Generator, share: float
+) -> tuple[np.ndarray, EncodedMetadata, np.ndarray]:
+    """Turn a random ``share`` of the crops by 180 degrees and add pi to their angle fields
+    (where present); returns the crops, the metadata and which items were turned."""
+    turned = rng.random(len(crops)) < share
+    if not turned.any():
+        return crops, enc, turned
+    crops = crops.copy()
+    crops[turned] = crops[turned, ::-1, ::-1]
+    ang = enc.angle.copy()
+    t = turned[:, None] & enc.angle_mask
+    ang[t] = np.mod(ang[t] + np.pi, 2 * np.pi)
+    return crops, replace(enc, angle=ang.astype(np.float32)), turned
+
+
 def _perturb(
     enc: EncodedMetadata, rng: np.random.Generator, dropout: float, noise: float
 ) -> EncodedMetadata:
@@ -302,6 +318,7 @@ def train(
     readout_weight: float = 0.5,
     hard_negatives: float = 0.0,
     feature_noise: float = 0.0,
+    rotate180: float = 0.0,
     holdout: float = 0.1,
     held_out: ContrastiveDataset | None = None,
     seed: int = 0,
@@ -347,6 +364,15 @@ def train(
         In training, Gaussian jitter (in units of each feature's spread over the training
         split) added to the fixed spectrum and texture features, which are otherwise identical
         in every epoch and so easy to memorise; the CNN's crops move, these do not.
+    rotate180
+        Share of training crops turned by 180 degrees, with 180 degrees added to their angle
+        fields (scan rotation). A scan rotation of theta + 180 images the same specimen turned
+        by 180 degrees, so the pair stays true to physics, with one exception: the scan
+        artefacts (amplifier smear along the line, line jumps) now run right to left. The
+        fixed spectrum and texture features are left as they are: the power spectrum,
+        autocorrelations, intensity histogram and moments do not change under the turn, and
+        the neighbour-difference histograms are kept as the scan would give them. 0 turns it
+        off.
     holdout
         Fraction of files held out (by file hash) for evaluation.
     held_out
@@ -432,9 +458,14 @@ def train(
                 for g in opt.param_groups:
                     g["lr"] = lr_at(step)
                 block = np.asarray(tr.regions[idx], np.float32)
-                x = torch.from_numpy(_crops(block, n_in, rng))[:, None].to(dev)
-                m = _perturb(enc.subset(idx), rng, metadata_dropout, metadata_noise).tensors(dev)
-                kid = torch.from_numpy(key_ids[idx]).to(dev)
+                crops = _crops(block, n_in, rng)
+                e_idx = enc.subset(idx)
+                turned = np.zeros(len(idx), bool)
+                if rotate180 > 0:
+                    crops, e_idx, turned = _turn180(crops, e_idx, rng, rotate180)
+                x = torch.from_numpy(crops)[:, None].to(dev)
+                m = _perturb(e_idx, rng, metadata_dropout, metadata_noise).tensors(dev)
+                kid = torch.from_numpy(2 * key_ids[idx] + turned).to(dev)
                 pos = kid[:, None] == kid[None, :]
                 feats = tr_feats[torch.from_numpy(idx).to(dev)]
                 if feature_noise > 0 and feat_sd is not None:
@@ -446,7 +477,7 @@ def train(
                     logits = logits + net.logit_bias
                 batch_loss = loss_fn(logits, pos)
                 if readout_weight > 0:
-                    truth = enc.subset(idx).tensors(dev)  # unperturbed
+                    truth = e_idx.tensors(dev)  # unperturbed
                     batch_loss = batch_loss + readout_weight * readout.loss(img, truth)
                 opt.zero_grad(set_to_none=True)
                 batch_loss.backward()
@@ -494,6 +525,7 @@ def train(
             "readout_weight": readout_weight,
             "hard_negatives": hard_negatives,
             "feature_noise": feature_noise,
+            "rotate180": rotate180,
             "seed": seed,
             "device": str(dev),
             "seconds": round(time.perf_counter() - t0, 1),
