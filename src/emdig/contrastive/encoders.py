@@ -20,7 +20,7 @@ translation, and nothing else:
   keep handedness, and a 2-D lattice looks the same after it, but it changes the scan rotation
   by 180 degrees, which the metadata distinguishes; so it is not used by default
   (``train(rotate180=...)`` turns crops by 180 degrees *and* adds 180 degrees to their scan
-  rotation; on the 7,330-image bench it gave 74.4 % held-out top-1 against 76.2 % without);
+  rotation; on the 7,330-image bench it gave 74.4 % held-out top-1 against 75.6-76.2 % without);
 - no contrast inversion (it is the difference between BF/ABF and HAADF), no added noise (the
   noise is the dose), no blur (it is the probe and voltage); brightness and offset jitter would
   be removed by the percentile normalisation anyway.
