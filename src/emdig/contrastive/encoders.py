@@ -1,7 +1,7 @@
 """The image encoder, its preprocessing, and the joint model with its linear probes.
 
 Preprocessing (:func:`preprocess`). The network sees one fixed input size (default 128 x 128)
-cut from the image **at its native pixel scale**: a centre region (default 160 x 160) is taken,
+cut from the image **at its native pixel scale**: a centre region (default 256 x 256) is taken,
 never a resize of the whole field of view. A resize would erase exactly what the metadata
 explains: the lattice period in pixels (pixel size, magnification), the noise per pixel (dose)
 and the blur in pixels (probe size). Images smaller than the region are mirror-padded. Each
