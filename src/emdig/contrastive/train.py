@@ -187,7 +187,10 @@ def _turn180(
     crops: np.ndarray, enc: EncodedMetadata, rng: np.random.Generator, share: float
 ) -> tuple[np.ndarray, EncodedMetadata, np.ndarray]:
     """Turn a random ``share`` of the crops by 180 degrees and add pi to their angle fields
-    (where present); returns the crops, the metadata and which items were turned."""
+    (where present); returns the crops, the metadata and which items were turned. A share of 0
+    draws nothing from ``rng``, so training without the turn is as before."""
+    if share <= 0:
+        return crops, enc, np.zeros(len(crops), bool)
     turned = rng.random(len(crops)) < share
     if not turned.any():
         return crops, enc, turned
@@ -458,11 +461,9 @@ def train(
                 for g in opt.param_groups:
                     g["lr"] = lr_at(step)
                 block = np.asarray(tr.regions[idx], np.float32)
-                crops = _crops(block, n_in, rng)
-                e_idx = enc.subset(idx)
-                turned = np.zeros(len(idx), bool)
-                if rotate180 > 0:
-                    crops, e_idx, turned = _turn180(crops, e_idx, rng, rotate180)
+                crops, e_idx, turned = _turn180(
+                    _crops(block, n_in, rng), enc.subset(idx), rng, rotate180
+                )
                 x = torch.from_numpy(crops)[:, None].to(dev)
                 m = _perturb(e_idx, rng, metadata_dropout, metadata_noise).tensors(dev)
                 kid = torch.from_numpy(2 * key_ids[idx] + turned).to(dev)
