@@ -60,7 +60,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--archive", type=Path, default=Path("build/sim-stem"))
     ap.add_argument("--n", type=int, default=7330)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--epochs", type=int, default=40)
+    ap.add_argument("--epochs", type=int, default=40, help="per ensemble member")
+    ap.add_argument("--members", type=int, default=1, help="ensemble of this many models")
     ap.add_argument("--loss", choices=("clip", "siglip"), default="clip")
     ap.add_argument("--out", type=Path, default=Path("build/contrastive"))
     ap.add_argument("--cache", type=Path, default=None, help="default: <out>/cache")
@@ -88,8 +89,8 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
 
-    res = train(ds, epochs=args.epochs, loss=args.loss, seed=args.seed, out=args.out,
-                progress=progress)  # fmt: skip
+    res = train(ds, epochs=args.epochs, members=args.members, loss=args.loss, seed=args.seed,
+                out=args.out, progress=progress)  # fmt: skip
     t_train = res.history[-1]["seconds"] if res.history else 0.0
 
     sample = [m for p in files[:512] for m in read(p)]

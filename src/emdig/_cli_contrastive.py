@@ -80,6 +80,14 @@ def contrastive_train(
     ] = None,
     loss: Annotated[str, typer.Option(help="clip (symmetric InfoNCE) or siglip.")] = "clip",
     batch_size: Annotated[int, typer.Option(min=2)] = 128,
+    members: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Ensemble of this many models (seeds seed, seed+1, ...), each for --epochs: "
+            "better retrieval for that many times the training and embedding time.",
+        ),
+    ] = 1,
     seed: Annotated[int, typer.Option(help="Random seed (training is deterministic).")] = 0,
     device: Annotated[
         str | None, typer.Option(help="cpu or cuda (default: cuda when present).")
@@ -109,10 +117,12 @@ def contrastive_train(
                 raise typer.BadParameter(
                     f"the catalog holds {len(data)} usable images; at least 4 are needed"
                 )
-            task = progress.add_task("train", total=epochs, info="")
+            task = progress.add_task("train", total=epochs * members, info="")
 
             def on_epoch(epoch: int, total: int, figs: dict[str, float]) -> None:
                 info = f"loss {figs.get('loss', float('nan')):.3f}"
+                if figs.get("member") is not None:
+                    info = f"member {figs['member']:.0f}/{members}  " + info
                 if figs.get("heldout_top1") is not None:
                     info += f"  held-out top-1 {figs['heldout_top1']:.1%}"
                 progress.update(task, completed=epoch, total=total, info=info)
@@ -120,6 +130,7 @@ def contrastive_train(
             res = train(
                 data,
                 loss=loss,  # type: ignore[arg-type]
+                members=members,
                 epochs=epochs,
                 batch_size=batch_size,
                 seed=seed,

@@ -290,3 +290,28 @@ def test_missing_model_and_embeddings(tmp_path: Path) -> None:
         load_model_for(cat_path)
     r = CliRunner().invoke(app, ["contrastive", "anomalies", "-c", str(cat_path)])
     assert r.exit_code == 2 and "contrastive train" in r.output
+
+
+def test_ensemble_model_serves_every_task(trained: dict[str, Path], tmp_path: Path) -> None:
+    """``contrastive train --members 2``: one model file whose embeddings are twice as long,
+    used by embed, search, predict and anomalies like a single model."""
+    cat_path = trained["catalog"]
+    out = tmp_path / "ens"
+    r = CliRunner().invoke(
+        app,
+        ["contrastive", "train", "--epochs", "1", "--members", "2", "--out", str(out),
+         "-c", str(cat_path), "--json"],
+    )  # fmt: skip
+    assert r.exit_code == 0, r.output
+    model = load_model_for(cat_path, out)
+    assert model.config.members == 2 and model.config.trained_on["members"] == 2
+    with Catalog(cat_path) as cat:
+        index = embed_catalog(cat, model, out=tmp_path / "e.parquet")
+        assert index.image.shape[1] == 2 * model.config.embed_dim
+        first = sorted(trained["archive"].glob("stem_*.hspy"))[0]
+        hits = search_like(first, model=model, index=index, k=3)
+        assert len(hits) == 3 and hits[0]["score"] == pytest.approx(1.0, abs=1e-4)
+        fields = predict(first, model=model, index=index, catalog=cat)
+        assert "detector" in fields
+        ranked = anomalies(model=model, index=index, catalog=cat, top=5)
+        assert len(ranked) == 5

@@ -418,3 +418,37 @@ def test_rotate180_is_used_and_recorded() -> None:
     assert res.model.config.trained_on["rotate180"] == 0.5
     assert math.isfinite(res.history[-1]["loss"])
     assert res.history[-1]["loss"] != plain.history[-1]["loss"]
+
+
+def test_ensemble_averages_its_members_similarities(tmp_path: Path) -> None:
+    ms = lattice_micrographs(24, seed=3)
+    kw = dict(config=TINY, epochs=2, batch_size=8, device="cpu")
+    one = [train(ms, seed=s, **kw).model for s in (4, 5)]  # type: ignore[arg-type]
+    ens = train(ms, members=2, seed=4, out=tmp_path, **kw)  # type: ignore[arg-type]
+    m = ens.model
+    assert m.config.members == 2 and m.embed_dim == 2 * TINY.embed_dim
+    assert len(ens.history) == 4 and [h["member"] for h in ens.history] == [1, 1, 2, 2]
+    assert ens.history[-1]["epoch"] == 4 and "member_top1" in ens.history[-1]
+    probe = lattice_micrographs(6, seed=11)
+    e_img, e_meta = m.embed_images(probe), m.embed_metadata(probe)
+    np.testing.assert_allclose(np.linalg.norm(e_img, axis=1), 1.0, rtol=1e-5)
+    # member k is the single model of seed + k: the ensemble's similarity is their mean
+    mean = sum(o.embed_images(probe) @ o.embed_metadata(probe).T for o in one) / 2
+    np.testing.assert_allclose(e_img @ e_meta.T, mean, atol=1e-5)
+    # the last checkpoint is the whole ensemble, with its probes
+    again = load_model(tmp_path / "model.safetensors", device="cpu")
+    assert again.config.members == 2 and len(again.probes) == len(m.probes)
+    np.testing.assert_allclose(again.embed_images(probe), e_img, atol=1e-6)
+    assert again.predict(e_img).keys() == m.predict(e_img).keys()
+
+
+def test_ensemble_needs_members_of_one_config() -> None:
+    from emdig.contrastive.encoders import ContrastiveNet
+
+    a = ContrastiveNet(TINY)
+    b = ContrastiveNet(replace(TINY, embed_dim=8))
+    with pytest.raises(ValueError, match="one config"):
+        ContrastiveNet.from_members([a, b])
+    with pytest.raises(ValueError, match="at least 1"):
+        ContrastiveNet(replace(TINY, members=0))
+    assert ContrastiveNet.from_members([a]) is a

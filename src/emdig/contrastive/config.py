@@ -178,6 +178,10 @@ class ContrastiveConfig:
     loss
         ``"clip"`` (symmetric InfoNCE, learnable temperature) or ``"siglip"`` (pairwise
         sigmoid, learnable temperature and bias).
+    members
+        Number of independently trained pairs of towers (seeds ``seed``, ``seed + 1``, ...)
+        whose similarities are averaged: an ensemble (see
+        :class:`~emdig.contrastive.encoders.ContrastiveNet`). 1, a single model, is the default.
     trained_on
         Provenance and training figures, written by :func:`emdig.contrastive.train.train`.
     probes
@@ -189,6 +193,7 @@ class ContrastiveConfig:
     loss: Literal["clip", "siglip"] = "clip"
     image: ImageEncoderConfig = field(default_factory=ImageEncoderConfig)
     metadata: MetadataEncoderConfig = field(default_factory=MetadataEncoderConfig)
+    members: int = 1
     trained_on: dict[str, Any] = field(default_factory=dict)
     probes: list[dict[str, Any]] = field(default_factory=list)
 

@@ -420,16 +420,52 @@ class ContrastiveNet(nn.Module):
 
     ``logit_scale`` is ``log(1 / temperature)``; similarity logits are
     ``exp(logit_scale) * <image, metadata> + logit_bias`` (the bias is used by SigLIP only).
+
+    With ``config.members`` k > 1 the net is an ensemble of k independently trained pairs of
+    towers (``towers``; :meth:`from_members`). Its embeddings are the members' unit embeddings
+    side by side, divided by sqrt(k): still unit vectors, of ``k * embed_dim`` values, whose dot
+    products are the mean of the members' cosine similarities. So search, probes and the index
+    use an ensemble as they use one model.
     """
 
     def __init__(self, config: ContrastiveConfig) -> None:
         super().__init__()
+        if config.members < 1:
+            raise ValueError(f"members must be at least 1, got {config.members}")
         self.config = config
-        self.image = ImageEncoder(config.image, config.embed_dim)
-        self.metadata = MetadataEncoder(config.metadata, config.embed_dim)
         siglip = config.loss == "siglip"
+        if config.members > 1:
+            one = replace(config, members=1, trained_on={}, probes=[])
+            self.towers = nn.ModuleList(ContrastiveNet(one) for _ in range(config.members))
+        else:
+            self.image = ImageEncoder(config.image, config.embed_dim)
+            self.metadata = MetadataEncoder(config.metadata, config.embed_dim)
         self.logit_scale = nn.Parameter(torch.tensor(math.log(10.0 if siglip else 1 / 0.07)))
         self.logit_bias = nn.Parameter(torch.tensor(-10.0 if siglip else 0.0))
+
+    @classmethod
+    def from_members(cls, members: Sequence[ContrastiveNet]) -> ContrastiveNet:
+        """An ensemble of trained single nets of one config (fields fitted alike). Its
+        temperature and bias are the members' means."""
+        if not members:
+            raise ValueError("an ensemble needs at least one member")
+        if len(members) == 1:
+            return members[0]
+        base = replace(members[0].config, trained_on={}, probes=[])
+        for m in members[1:]:
+            if m.config.members != 1 or replace(m.config, trained_on={}, probes=[]) != base:
+                raise ValueError("ensemble members must be single nets of one config")
+        with torch.random.fork_rng(devices=[]):  # its random init is overwritten: the
+            net = cls(replace(members[0].config, members=len(members)))  # caller's RNG stays
+        with torch.no_grad():
+            for tower, m in zip(net._members(), members, strict=True):
+                tower.load_state_dict(m.state_dict())
+            net.logit_scale.copy_(torch.stack([m.logit_scale.exp() for m in members]).mean().log())
+            net.logit_bias.copy_(torch.stack([m.logit_bias for m in members]).mean())
+        return net.to(members[0].logit_scale.device)
+
+    def _members(self) -> list[ContrastiveNet]:
+        return [t for t in self.towers if isinstance(t, ContrastiveNet)]
 
     def encode_image(
         self,
@@ -440,10 +476,21 @@ class ContrastiveNet(nn.Module):
     ) -> torch.Tensor:
         """``(N, 1, H, W)`` normalised crops (and their regions or precomputed global
         features, see :meth:`ImageEncoder.forward`) -> ``(N, D)`` unit vectors."""
+        if self.config.members > 1:
+            towers = self._members()
+            if features is None:  # the fixed transforms are the same for every member
+                first: ImageEncoder = towers[0].image
+                use_region = first.config.global_features == "region" and region is not None
+                features = first.global_features(region if use_region and region is not None else x)
+            parts = [t.encode_image(x, features=features) for t in towers]
+            return torch.cat(parts, dim=-1) / math.sqrt(len(parts))
         return F.normalize(self.image(x, region, features=features), dim=-1)
 
     def encode_metadata(self, enc: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """Tensors of :meth:`EncodedMetadata.tensors` -> ``(N, D)`` unit vectors."""
+        if self.config.members > 1:
+            parts = [t.encode_metadata(enc) for t in self._members()]
+            return torch.cat(parts, dim=-1) / math.sqrt(len(parts))
         return F.normalize(self.metadata(**enc), dim=-1)
 
 
@@ -571,7 +618,8 @@ class ContrastiveModel:
 
     @property
     def embed_dim(self) -> int:
-        return self.net.config.embed_dim
+        """Length of the embeddings: ``embed_dim`` times the number of ensemble members."""
+        return self.net.config.embed_dim * self.net.config.members
 
     # -- images
     @torch.no_grad()

@@ -89,7 +89,9 @@ class TrainResult:
         The trained model, with linear probes fitted on the training split.
     history
         One dict per epoch: ``epoch``, ``loss``, ``heldout_top1``, ``temperature``,
-        ``seconds``.
+        ``seconds``. For an ensemble, epochs count on through the members, ``member`` (from 1)
+        names the one in training, ``member_top1`` is its own held-out top-1 and
+        ``heldout_top1`` that of the ensemble so far (the finished members and this one).
     metrics
         :func:`~emdig.contrastive.evaluate.evaluate` on the held-out split.
     train, held_out
@@ -312,6 +314,7 @@ def train(
     *,
     config: ContrastiveConfig | None = None,
     loss: Literal["clip", "siglip"] | None = None,
+    members: int | None = None,
     epochs: int = 30,
     batch_size: int = 128,
     lr: float = 2e-3,
@@ -342,8 +345,14 @@ def train(
         vocabularies are (re)fitted on the training split.
     loss
         ``"clip"`` or ``"siglip"``; default the config's.
+    members
+        Train an ensemble of this many members (seeds ``seed``, ``seed + 1``, ...), one after
+        the other, each for ``epochs``; default the config's (1). Their similarities are
+        averaged (:class:`~emdig.contrastive.encoders.ContrastiveNet`), which cancels part of
+        what each member learns by heart; it costs ``members`` times the training and
+        embedding time of one.
     epochs, batch_size, lr, weight_decay
-        AdamW with one warm-up epoch, then cosine decay.
+        AdamW with one warm-up epoch, then cosine decay (per member).
     metadata_dropout
         In training, each field of each record is hidden (marked missing) with this
         probability: the model learns to work with incomplete metadata, and cannot rely on
@@ -391,12 +400,14 @@ def train(
         ``torch.use_deterministic_algorithms`` during training.
     progress
         ``progress(epoch, epochs, figures)`` after each epoch; figures as in
-        :attr:`TrainResult.history`.
+        :attr:`TrainResult.history` (for an ensemble ``epochs`` is ``members`` x ``epochs``).
     """
     t0 = time.perf_counter()
     cfg = config or ContrastiveConfig()
     if loss is not None:
         cfg = replace(cfg, loss=loss)
+    if members is not None:
+        cfg = replace(cfg, members=members)
     if cfg.loss not in ("clip", "siglip"):
         raise ValueError(f"loss must be 'clip' or 'siglip', got {cfg.loss!r}")
     ds = (
@@ -432,77 +443,103 @@ def train(
     history: list[dict[str, float]] = []
     weights: Path | None = None
     loss_fn = clip_loss if cfg.loss == "clip" else siglip_loss
+    n_members = cfg.members
+    if n_members < 1:
+        raise ValueError(f"members must be at least 1, got {n_members}")
+    member_cfg = replace(cfg, members=1)
+    nets: list[ContrastiveNet] = []  # the finished members
+    done_sims: list[np.ndarray] = []  # held-out similarities of the finished members
+    tr_feats: torch.Tensor | None = None
+    ho_feats: torch.Tensor | None = None
+    for k in range(n_members):
+        with _seeded(seed + k, dev, deterministic):
+            net = ContrastiveNet(member_cfg).to(dev)
+            if tr_feats is None or ho_feats is None:
+                # the spectrum and statistics of each region are fixed: computed once, not per
+                # epoch (nor per member: they have no weights)
+                tr_feats = _global_features(net, tr.regions, n_in, dev)
+                ho_feats = _global_features(net, ho.regions, n_in, dev)
+            rng = np.random.default_rng(seed + k)
+            readout = _Readout(enc, cfg.embed_dim).to(dev)
+            groups = _param_groups(net, weight_decay)
+            if readout_weight > 0:
+                groups[0]["params"] = [*groups[0]["params"], *readout.parameters()]
+            opt = torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.98))
+
+            def lr_at(step: int) -> float:
+                if step < warm:
+                    return lr * (step + 1) / warm
+                return lr * 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, total - warm)))
+
+            neighbours = metadata_neighbours(enc, 8) if hard_negatives > 0 else None
+            feat_sd = tr_feats.std(dim=0, keepdim=True) if len(tr_feats) > 1 else None
+            step = 0
+            for epoch in range(1, epochs + 1):
+                net.train()
+                losses = []
+                for idx in _batches(len(tr), n_batches, rng, neighbours, hard_negatives):
+                    if len(idx) < 2:
+                        continue
+                    for g in opt.param_groups:
+                        g["lr"] = lr_at(step)
+                    block = np.asarray(tr.regions[idx], np.float32)
+                    crops, e_idx, turned = _turn180(
+                        _crops(block, n_in, rng), enc.subset(idx), rng, rotate180
+                    )
+                    x = torch.from_numpy(crops)[:, None].to(dev)
+                    m = _perturb(e_idx, rng, metadata_dropout, metadata_noise).tensors(dev)
+                    kid = torch.from_numpy(2 * key_ids[idx] + turned).to(dev)
+                    pos = kid[:, None] == kid[None, :]
+                    feats = tr_feats[torch.from_numpy(idx).to(dev)]
+                    if feature_noise > 0 and feat_sd is not None:
+                        feats = feats + feature_noise * feat_sd * torch.randn_like(feats)
+                    img = net.encode_image(x, features=feats)
+                    meta = net.encode_metadata(m)
+                    logits = net.logit_scale.exp() * img @ meta.T
+                    if cfg.loss == "siglip":
+                        logits = logits + net.logit_bias
+                    batch_loss = loss_fn(logits, pos)
+                    if readout_weight > 0:
+                        truth = e_idx.tensors(dev)  # unperturbed
+                        batch_loss = batch_loss + readout_weight * readout.loss(img, truth)
+                    opt.zero_grad(set_to_none=True)
+                    batch_loss.backward()
+                    opt.step()
+                    with torch.no_grad():
+                        net.logit_scale.clamp_(0.0, math.log(100.0))
+                    losses.append(float(batch_loss.detach()))
+                    step += 1
+                model = ContrastiveModel(net, device=dev)
+                entry: dict[str, float] = {
+                    "epoch": float(k * epochs + epoch),
+                    "loss": float(np.mean(losses)) if losses else float("nan"),
+                    "temperature": float(1.0 / net.logit_scale.detach().exp()),
+                    "seconds": time.perf_counter() - t0,
+                }
+                if n_members > 1:
+                    entry["member"] = float(k + 1)
+                if len(ho):
+                    ho_img = _embed(net, ho.regions, ho_feats, n_in, dev)
+                    sim = ho_img @ model.embed_encoded(ho_enc).T
+                    if n_members > 1:
+                        entry["member_top1"] = retrieval_metrics(sim, ho_keys, ks=(1,))[1]
+                        if epoch == epochs:
+                            done_sims.append(sim)
+                            sim = sum(done_sims) / len(done_sims)
+                        else:
+                            sim = (sum(done_sims) + sim) / (len(done_sims) + 1)
+                    # the held-out top-1 of the model so far: the finished members and this one
+                    entry["heldout_top1"] = retrieval_metrics(sim, ho_keys, ks=(1,))[1]
+                history.append(entry)
+                log.info("epoch %d/%d %s", k * epochs + epoch, n_members * epochs, entry)
+                if out is not None:
+                    so_far = ContrastiveNet.from_members([*nets, net])
+                    weights = ContrastiveModel(so_far, device=dev).save(out, name=name)
+                if progress is not None:
+                    progress(k * epochs + epoch, n_members * epochs, dict(entry))
+        nets.append(net)
     with _seeded(seed, dev, deterministic):
-        net = ContrastiveNet(cfg).to(dev)
-        # the spectrum and statistics of each region are fixed: computed once, not per epoch
-        tr_feats = _global_features(net, tr.regions, n_in, dev)
-        ho_feats = _global_features(net, ho.regions, n_in, dev)
-        rng = np.random.default_rng(seed)
-        readout = _Readout(enc, cfg.embed_dim).to(dev)
-        groups = _param_groups(net, weight_decay)
-        if readout_weight > 0:
-            groups[0]["params"] = [*groups[0]["params"], *readout.parameters()]
-        opt = torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.98))
-
-        def lr_at(step: int) -> float:
-            if step < warm:
-                return lr * (step + 1) / warm
-            return lr * 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, total - warm)))
-
-        neighbours = metadata_neighbours(enc, 8) if hard_negatives > 0 else None
-        feat_sd = tr_feats.std(dim=0, keepdim=True) if len(tr_feats) > 1 else None
-        step = 0
-        for epoch in range(1, epochs + 1):
-            net.train()
-            losses = []
-            for idx in _batches(len(tr), n_batches, rng, neighbours, hard_negatives):
-                if len(idx) < 2:
-                    continue
-                for g in opt.param_groups:
-                    g["lr"] = lr_at(step)
-                block = np.asarray(tr.regions[idx], np.float32)
-                crops, e_idx, turned = _turn180(
-                    _crops(block, n_in, rng), enc.subset(idx), rng, rotate180
-                )
-                x = torch.from_numpy(crops)[:, None].to(dev)
-                m = _perturb(e_idx, rng, metadata_dropout, metadata_noise).tensors(dev)
-                kid = torch.from_numpy(2 * key_ids[idx] + turned).to(dev)
-                pos = kid[:, None] == kid[None, :]
-                feats = tr_feats[torch.from_numpy(idx).to(dev)]
-                if feature_noise > 0 and feat_sd is not None:
-                    feats = feats + feature_noise * feat_sd * torch.randn_like(feats)
-                img = net.encode_image(x, features=feats)
-                meta = net.encode_metadata(m)
-                logits = net.logit_scale.exp() * img @ meta.T
-                if cfg.loss == "siglip":
-                    logits = logits + net.logit_bias
-                batch_loss = loss_fn(logits, pos)
-                if readout_weight > 0:
-                    truth = e_idx.tensors(dev)  # unperturbed
-                    batch_loss = batch_loss + readout_weight * readout.loss(img, truth)
-                opt.zero_grad(set_to_none=True)
-                batch_loss.backward()
-                opt.step()
-                with torch.no_grad():
-                    net.logit_scale.clamp_(0.0, math.log(100.0))
-                losses.append(float(batch_loss.detach()))
-                step += 1
-            model = ContrastiveModel(net, device=dev)
-            entry: dict[str, float] = {
-                "epoch": float(epoch),
-                "loss": float(np.mean(losses)) if losses else float("nan"),
-                "temperature": float(1.0 / net.logit_scale.detach().exp()),
-                "seconds": time.perf_counter() - t0,
-            }
-            if len(ho):
-                sim = _embed(net, ho.regions, ho_feats, n_in, dev) @ model.embed_encoded(ho_enc).T
-                entry["heldout_top1"] = retrieval_metrics(sim, ho_keys, ks=(1,))[1]
-            history.append(entry)
-            log.info("epoch %d/%d %s", epoch, epochs, entry)
-            if out is not None:
-                weights = model.save(out, name=name)
-            if progress is not None:
-                progress(epoch, epochs, dict(entry))
+        net = ContrastiveNet.from_members(nets)
         net.requires_grad_(False)  # training is over: the returned model is for inference
         model = ContrastiveModel(net, device=dev)
         train_emb = model.embed_regions(tr.regions)
@@ -518,6 +555,7 @@ def train(
             "heldout_files": len(set(ho.groups)),
             "holdout": holdout,
             "epochs": epochs,
+            "members": n_members,
             "batch_size": batch_size,
             "lr": lr,
             "weight_decay": weight_decay,
