@@ -384,6 +384,12 @@ class ImageEncoder(nn.Module):
         do not change during training, so a trainer may compute them once."""
         return torch.cat([self.spectrum(region), self.statistics(region)], dim=1)
 
+    def features_of(self, x: torch.Tensor, region: torch.Tensor | None) -> torch.Tensor:
+        """:meth:`global_features` of the regions when ``global_features`` is ``"region"``
+        and they are given, else of the crops ``x``."""
+        use_region = self.config.global_features == "region" and region is not None
+        return self.global_features(region if use_region and region is not None else x)
+
     def forward(
         self,
         x: torch.Tensor,
@@ -396,8 +402,7 @@ class ImageEncoder(nn.Module):
         statistics when ``global_features`` is ``"region"``); or ``features``, those already
         computed by :meth:`global_features`."""
         if features is None:
-            use_region = self.config.global_features == "region" and region is not None
-            features = self.global_features(region if use_region and region is not None else x)
+            features = self.features_of(x, region)
         pooled = []
         h = F.pixel_unshuffle(x, self.config.unshuffle) if self.config.unshuffle > 1 else x
         h = h.contiguous(memory_format=torch.channels_last)  # oneDNN's fast layout on CPU
@@ -480,8 +485,7 @@ class ContrastiveNet(nn.Module):
             towers = self._members()
             if features is None:  # the fixed transforms are the same for every member
                 first: ImageEncoder = towers[0].image
-                use_region = first.config.global_features == "region" and region is not None
-                features = first.global_features(region if use_region and region is not None else x)
+                features = first.features_of(x, region)
             parts = [t.encode_image(x, features=features) for t in towers]
             return torch.cat(parts, dim=-1) / math.sqrt(len(parts))
         return F.normalize(self.image(x, region, features=features), dim=-1)

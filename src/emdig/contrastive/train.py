@@ -448,7 +448,7 @@ def train(
         raise ValueError(f"members must be at least 1, got {n_members}")
     member_cfg = replace(cfg, members=1)
     nets: list[ContrastiveNet] = []  # the finished members
-    done_sims: list[np.ndarray] = []  # held-out similarities of the finished members
+    done_sim: np.ndarray | float = 0.0  # summed held-out similarities of the finished members
     tr_feats: torch.Tensor | None = None
     ho_feats: torch.Tensor | None = None
     for k in range(n_members):
@@ -523,11 +523,10 @@ def train(
                     sim = ho_img @ model.embed_encoded(ho_enc).T
                     if n_members > 1:
                         entry["member_top1"] = retrieval_metrics(sim, ho_keys, ks=(1,))[1]
+                        own = sim
+                        sim = (done_sim + own) / (k + 1)
                         if epoch == epochs:
-                            done_sims.append(sim)
-                            sim = sum(done_sims) / len(done_sims)
-                        else:
-                            sim = (sum(done_sims) + sim) / (len(done_sims) + 1)
+                            done_sim = done_sim + own
                     # the held-out top-1 of the model so far: the finished members and this one
                     entry["heldout_top1"] = retrieval_metrics(sim, ho_keys, ks=(1,))[1]
                 history.append(entry)
